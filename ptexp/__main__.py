@@ -1,0 +1,45 @@
+"""Command line: ``python -m ptexp [group=option ...] [key=value ...]`` (Hydra; ``-m`` for sweeps)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from ptexp import config as _config  # noqa: F401  (registers the structured config schemas)
+from ptexp.config import UserError
+from ptexp.trainer import TrainingDiverged, run_experiment, tracking_uri
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    """Run one experiment; returns the final eval accuracy (what sweepers optimise)."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        result = run_experiment(cfg, run_dir)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except TrainingDiverged as err:
+        print(f"error: training diverged: {err}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted: the run is marked KILLED", file=sys.stderr)
+        sys.exit(130)
+    accuracy = result["eval/accuracy"]
+    print(
+        f"[ptexp] done: eval accuracy {accuracy:.4f}, macro-F1 {result['eval/macro_f1']:.4f}, "
+        f"train {result['time/train_s']:.1f}s ({result['throughput/train_samples_per_s']:.1f} samples/s)\n"
+        f"[ptexp] outputs: {run_dir}",
+        flush=True,
+    )
+    if cfg.tracking.enabled:
+        print(f"[ptexp] MLflow: mlflow ui --backend-store-uri {tracking_uri(cfg)}", flush=True)
+    return accuracy
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Structured config schemas, registered in Hydra's ConfigStore.
+
+The YAML files under ``conf/`` fill in these dataclasses, so a wrong type or an unknown key fails
+while Hydra composes the config, before any model or data is loaded. Checks that need more than one
+key at a time live in :func:`validate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+
+class UserError(Exception):
+    """A mistake in the user's config, data or command line: reported as one short message."""
+
+
+class Pooling(str, Enum):
+    cls = "cls"  # BERT's pooler (dense + tanh) on the [CLS] token, as the tutorial does
+    mean = "mean"  # masked mean of the last hidden states over real tokens
+
+
+class DataSource(str, Enum):
+    embedded = "embedded"  # the small sentiment set shipped inside the package
+    hub = "hub"  # datasets.load_dataset(hub_path, hub_name); or local files when data_dir is set
+    files = "files"  # TSV / CSV / JSONL files named by train_file and eval_file
+
+
+class OptimizerName(str, Enum):
+    adamw = "adamw"
+    adam = "adam"
+    sgd = "sgd"
+
+
+class Schedule(str, Enum):
+    linear = "linear"  # linear warm-up, then linear decay to zero
+    constant = "constant"  # linear warm-up, then constant
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # short label, used in tags and run names
+    name_or_path: str = MISSING  # hub id, local HF folder, or "package:<python package>" for a bundled model
+    tokenizer: str | None = None  # defaults to name_or_path
+    random_init: bool = False  # build from the config with random weights instead of loading them
+    config_overrides: dict[str, Any] = field(default_factory=dict)  # applied to the HF config
+    pooling: Pooling = Pooling.cls
+    classifier_dropout: float = 0.1
+    attn_implementation: str = "sdpa"
+
+
+@dataclass
+class MethodConfig:
+    name: str = MISSING  # one of ptexp.methods.METHODS
+
+
+@dataclass
+class PrefixConfig:
+    """Options of prefix tuning; the length is the top-level ``prefix_length``."""
+
+    projection: bool = False  # reparameterise the prefix through an MLP (Li & Liang 2021)
+    projection_hidden: int = 512
+    dropout: float = 0.0  # dropout on the prefix keys and values while training
+    init_std: float = 0.02  # std of the normal init of the prefix (or of its embedding with projection)
+    shift_positions: bool = False  # False: real tokens keep positions 0..L-1; True: P..P+L-1 as in PEFT
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    source: DataSource = MISSING
+    hub_path: str | None = None  # e.g. "glue"
+    hub_name: str | None = None  # e.g. "sst2"
+    hub_train_split: str = "train"
+    hub_eval_split: str = "validation"
+    data_dir: str | None = None  # a folder with train_file and eval_file (for source=hub: local GLUE TSVs)
+    train_file: str | None = None
+    eval_file: str | None = None
+    text_column: str = "sentence"
+    label_column: str = "label"
+    label_names: list[str] = field(default_factory=lambda: ["negative", "positive"])
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    subset_seed: int = 0  # the max_*_samples subsets are drawn with this seed, the same for every run seed
+    max_length: int = 128
+
+
+@dataclass
+class OptimizerConfig:
+    name: OptimizerName = OptimizerName.adamw
+    lr: float = 3e-5
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    momentum: float = 0.9  # sgd only
+    warmup_ratio: float = 0.06
+    schedule: Schedule = Schedule.linear
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 3
+    max_steps: int | None = None  # when set, overrides epochs
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    eval_every: int = 0  # evaluate every N optimizer steps; 0 = at the end of each epoch only
+    log_every: int = 10  # log the mean train loss every N steps
+    grad_clip: float | None = 1.0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    deterministic: bool = True
+    progress: bool = True
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: str | None = None  # default: sqlite:///<output_root>/mlflow.db (absolute)
+    artifact_root: str | None = None  # default: <output_root>/mlartifacts, for new experiments
+    experiment: str = "ptexp"
+    run_name: str | None = None
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    method: MethodConfig = MISSING
+    data: DataConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    prefix_length: int | None = None  # P, read by the prefix method
+    prefix: PrefixConfig | None = None  # prefix options, set by conf/method/prefix.yaml
+    seed: int = 42
+    output_root: str = "outputs"
+
+
+def register_configs() -> None:
+    """Register the schemas; conf/config.yaml extends ``base_config``."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+
+
+register_configs()
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks across keys that the schema alone cannot express. Raises UserError."""
+    from ptexp.methods import METHODS
+
+    def need(ok: bool, key: str, problem: str, valid: str) -> None:
+        if not ok:
+            raise UserError(f"{key}: {problem}; valid: {valid}")
+
+    need(cfg.method.name in METHODS, "method.name", f"unknown method {cfg.method.name!r}", ", ".join(METHODS))
+    if METHODS[cfg.method.name].uses_prefix_length:
+        need(cfg.prefix_length is not None, "prefix_length", "missing", "an integer >= 0")
+        need(cfg.prefix_length >= 0, "prefix_length", f"{cfg.prefix_length} is negative", "an integer >= 0")
+        need(cfg.prefix is not None, "prefix", "missing prefix options", "set by method=prefix")
+        need(0 <= cfg.prefix.dropout < 1, "prefix.dropout", f"{cfg.prefix.dropout}", "0 <= p < 1")
+        need(cfg.prefix.projection_hidden > 0, "prefix.projection_hidden", "must be positive", "an integer > 0")
+    t, o, d = cfg.trainer, cfg.optimizer, cfg.data
+    need(t.epochs >= 1, "trainer.epochs", f"{t.epochs}", "an integer >= 1")
+    need(t.max_steps is None or t.max_steps >= 1, "trainer.max_steps", f"{t.max_steps}", "null or >= 1")
+    need(t.batch_size >= 1, "trainer.batch_size", f"{t.batch_size}", "an integer >= 1")
+    need(t.eval_batch_size >= 1, "trainer.eval_batch_size", f"{t.eval_batch_size}", "an integer >= 1")
+    need(t.eval_every >= 0, "trainer.eval_every", f"{t.eval_every}", "0 (per epoch) or a step count")
+    need(t.log_every >= 1, "trainer.log_every", f"{t.log_every}", "an integer >= 1")
+    need(t.grad_clip is None or t.grad_clip > 0, "trainer.grad_clip", f"{t.grad_clip}", "null or > 0")
+    need(t.threads is None or t.threads >= 1, "trainer.threads", f"{t.threads}", "null or >= 1")
+    need(o.lr > 0, "optimizer.lr", f"{o.lr}", "a positive float such as 3e-5")
+    need(o.weight_decay >= 0, "optimizer.weight_decay", f"{o.weight_decay}", ">= 0")
+    need(0 <= o.warmup_ratio < 1, "optimizer.warmup_ratio", f"{o.warmup_ratio}", "0 <= r < 1")
+    need(len(o.betas) == 2, "optimizer.betas", f"{list(o.betas)}", "two floats, e.g. [0.9,0.999]")
+    need(d.max_length >= 2, "data.max_length", f"{d.max_length}", "an integer >= 2")
+    need(len(d.label_names) >= 2, "data.label_names", f"{list(d.label_names)}", "at least two names")
+    for key in ("max_train_samples", "max_eval_samples"):
+        value = d[key]
+        need(value is None or value >= 1, f"data.{key}", f"{value}", "null or an integer >= 1")

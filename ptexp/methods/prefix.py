@@ -1,0 +1,124 @@
+"""Prefix tuning (Li & Liang 2021; P-Tuning v2): learned key/value prefixes in every attention layer.
+
+Each layer l gets P extra key and value vectors that every real token can attend to. They reach the
+model through its cache argument (``cache=`` on transformers >= 5.24, ``past_key_values=`` before), so
+the backbone's own attention code concatenates them in front of the real keys and values. The
+attention mask gains P ones in front. The backbone is frozen; the prefix and the head train.
+
+Positions: by default real tokens keep positions 0..L-1, as in pre-training, by passing explicit
+``position_ids`` (otherwise the model would shift them to P..P+L-1, as PEFT's prefix tuning does);
+``prefix.shift_positions=true`` restores that shift so its effect can be measured.
+
+Trainable parameters: layers x 2 x P x hidden for the plain prefix; with ``prefix.projection`` an
+embedding (P x hidden) feeds an MLP hidden -> projection_hidden -> layers x 2 x hidden (with biases).
+The classification head trains too.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from transformers import DynamicCache
+
+from ptexp.config import PrefixConfig, UserError
+from ptexp.methods import MethodSpec
+from ptexp.models import SequenceClassifier
+
+
+def cache_keyword(backbone: nn.Module) -> str:
+    """The name under which this transformers version's backbone takes a KV cache."""
+    parameters = inspect.signature(backbone.forward).parameters
+    for name in ("cache", "past_key_values"):
+        if name in parameters:
+            return name
+    raise UserError(
+        f"method=prefix: {type(backbone).__name__}.forward takes neither 'cache' nor 'past_key_values'; "
+        "valid: a BERT-family backbone whose attention accepts a KV cache"
+    )
+
+
+class PrefixEncoder(nn.Module):
+    """Holds the prefix and returns per-layer (key, value) tensors of shape (batch, heads, P, head_dim)."""
+
+    def __init__(self, num_layers: int, num_heads: int, hidden_size: int, length: int, options: PrefixConfig):
+        super().__init__()
+        self.num_layers, self.num_heads, self.length = num_layers, num_heads, length
+        self.head_dim = hidden_size // num_heads
+        self.projection = bool(options.projection)
+        if self.projection:
+            self.embedding = nn.Parameter(torch.randn(length, hidden_size) * options.init_std)
+            self.mlp = nn.Sequential(
+                nn.Linear(hidden_size, options.projection_hidden),
+                nn.Tanh(),
+                nn.Linear(options.projection_hidden, num_layers * 2 * hidden_size),
+            )
+        else:
+            self.prefix = nn.Parameter(torch.randn(num_layers, 2, length, hidden_size) * options.init_std)
+        self.dropout = nn.Dropout(options.dropout)
+
+    def key_values(self) -> torch.Tensor:
+        """The prefix as one tensor (layers, 2, P, hidden), through the MLP when reparameterised."""
+        if not self.projection:
+            return self.prefix
+        out = self.mlp(self.embedding)  # (P, layers * 2 * hidden)
+        return out.view(self.length, self.num_layers, 2, -1).permute(1, 2, 0, 3)
+
+    def forward(self, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        kv = self.key_values()
+        kv = kv.view(self.num_layers, 2, self.length, self.num_heads, self.head_dim).transpose(2, 3)
+        kv = kv.unsqueeze(2).expand(-1, -1, batch_size, -1, -1, -1)  # (layers, 2, B, heads, P, head_dim)
+        if self.training and self.dropout.p > 0:
+            kv = self.dropout(kv)
+        return [(kv[layer, 0], kv[layer, 1]) for layer in range(self.num_layers)]
+
+
+class PrefixTuningModel(nn.Module):
+    """A frozen-backbone classifier whose attention layers see a learned prefix."""
+
+    def __init__(self, classifier: SequenceClassifier, length: int, options: PrefixConfig):
+        super().__init__()
+        config = classifier.config
+        self.classifier = classifier
+        self.length = length
+        self.shift_positions = bool(options.shift_positions)
+        self.cache_keyword = cache_keyword(classifier.backbone)
+        self.prefix_encoder = PrefixEncoder(
+            config.num_hidden_layers, config.num_attention_heads, config.hidden_size, length, options
+        )
+        classifier.requires_grad_(False)
+        classifier.head.requires_grad_(True)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        batch, seq_len = input_ids.shape
+        cache = DynamicCache(ddp_cache_data=self.prefix_encoder(batch))  # forward mutates it: new each call
+        prefix_mask = attention_mask.new_ones(batch, self.length)
+        inputs = {
+            self.cache_keyword: cache,
+            "backbone_attention_mask": torch.cat([prefix_mask, attention_mask], dim=1),
+        }
+        if not self.shift_positions:
+            positions = torch.arange(seq_len, device=input_ids.device)
+            inputs["position_ids"] = positions.unsqueeze(0).expand(batch, -1)
+        return self.classifier(input_ids, attention_mask, **inputs)
+
+
+def build(cfg: DictConfig, classifier: SequenceClassifier) -> nn.Module:
+    length = int(cfg.prefix_length)
+    budget = classifier.config.max_position_embeddings
+    if length + cfg.data.max_length > budget:
+        raise UserError(
+            f"prefix_length: {length} prefix + data.max_length {cfg.data.max_length} tokens exceed the model's "
+            f"{budget} positions; valid: prefix_length <= {budget - cfg.data.max_length}"
+        )
+    return PrefixTuningModel(classifier, length, cfg.prefix)
+
+
+METHOD = MethodSpec(
+    name="prefix",
+    summary="per-layer key/value prefixes (layers x 2 x P x hidden) + head; backbone frozen",
+    build=build,
+    uses_prefix_length=True,
+)

