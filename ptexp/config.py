@@ -178,6 +178,14 @@ def validate(cfg: DictConfig) -> None:
     need(len(o.betas) == 2, "optimizer.betas", f"{list(o.betas)}", "two floats, e.g. [0.9,0.999]")
     need(d.max_length >= 2, "data.max_length", f"{d.max_length}", "an integer >= 2")
     need(len(d.label_names) >= 2, "data.label_names", f"{list(d.label_names)}", "at least two names")
+    if d.source == DataSource.files:
+        for key in ("train_file", "eval_file"):
+            need(
+                bool(d[key]),
+                f"data.{key}",
+                "required with data=files",
+                "a path to a .tsv, .csv or .jsonl file",
+            )
     for key in ("max_train_samples", "max_eval_samples"):
         value = d[key]
         need(value is None or value >= 1, f"data.{key}", f"{value}", "null or an integer >= 1")

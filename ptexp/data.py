@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ptexp.config import DataConfig, DataSource, UserError
+from ptexp.hub import check_hub_available
 
 EMBEDDED_DIR = "resources/embedded_sentiment"
 FILE_FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
@@ -137,6 +138,8 @@ def _load_from_hub(cfg: DataConfig, label_names: list[str]) -> tuple[Split, Spli
     import datasets
 
     datasets.disable_progress_bars()
+    if not Path(cfg.hub_path).expanduser().exists():
+        check_hub_available(cfg.hub_path, "dataset", "data.hub_path")
     try:
         loaded = datasets.load_dataset(cfg.hub_path, cfg.hub_name)
     except Exception as err:  # network, missing dataset, bad name: all user-facing

@@ -11,6 +11,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from ptexp.config import ModelConfig, Pooling, UserError
+from ptexp.hub import check_hub_available
 
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()
@@ -22,7 +23,15 @@ def resolve_model_path(name_or_path: str) -> str:
     """Hub ids and folders pass through; ``package:NAME`` is the model folder a Python package ships."""
     if not name_or_path.startswith(PACKAGE_PREFIX):
         local = Path(name_or_path).expanduser()
-        return str(local.resolve()) if local.exists() else name_or_path
+        if not local.exists():
+            check_hub_available(name_or_path, "model", "model.name_or_path")
+            return name_or_path  # a hub id, reachable or cached
+        if not (local / "config.json").is_file():
+            raise UserError(
+                f"model.name_or_path: {str(local.resolve())!r} is not a Hugging Face model folder (no config.json); "
+                "valid: a folder saved with save_pretrained, a hub id, or model=minilm / model=tiny"
+            )
+        return str(local.resolve())
     package = name_or_path[len(PACKAGE_PREFIX) :]
     try:
         module = importlib.import_module(package)
@@ -40,7 +49,9 @@ def load_tokenizer(cfg: ModelConfig):
     try:
         return AutoTokenizer.from_pretrained(source)
     except Exception as err:
-        raise UserError(_load_problem("model.tokenizer" if cfg.tokenizer else "model.name_or_path", source, err))
+        raise UserError(
+            _load_problem("model.tokenizer" if cfg.tokenizer else "model.name_or_path", source, err)
+        ) from None
 
 
 def load_backbone(cfg: ModelConfig, seed: int) -> PreTrainedModel:

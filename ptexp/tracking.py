@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ PARENT_RUN_ENV = "PTEXP_PARENT_RUN_ID"
 # Fail fast on an unreachable server instead of MLflow's default minutes of retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial MLflow database tables"
 
 
 def tracking_uri(cfg: DictConfig) -> str:

@@ -69,14 +69,16 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     dataset = load_dataset(cfg.data)
     tokenizer = load_tokenizer(cfg.model)
     backbone = load_backbone(cfg.model, cfg.seed)
-    classifier = SequenceClassifier(
-        backbone, len(dataset.label_names), cfg.model.pooling, cfg.model.classifier_dropout
-    )
+    classifier = SequenceClassifier(backbone, len(dataset.label_names), cfg.model.pooling, cfg.model.classifier_dropout)
     model = build_model(cfg, classifier).to(device)
     train_set = encode(dataset.train, tokenizer, cfg.data.max_length)
     eval_set = encode(dataset.eval, tokenizer, cfg.data.max_length)
     total, trainable = count_parameters(model)
-    counts = {"params/total": total, "params/trainable": trainable, "params/trainable_pct": 100 * trainable / total}
+    counts = {
+        "params/total": total,
+        "params/trainable": trainable,
+        "params/trainable_pct": 100 * trainable / total,
+    }
 
     tags = {
         "ptexp.method": cfg.method.name,
@@ -148,7 +150,7 @@ def evaluate(model: nn.Module, data: EncodedSplit, batch_size: int, collate: Col
         labels += batch["labels"].tolist()
     return {
         "eval/loss": loss_sum / len(labels),
-        "eval/accuracy": sum(p == y for p, y in zip(predictions, labels)) / len(labels),
+        "eval/accuracy": sum(p == y for p, y in zip(predictions, labels, strict=True)) / len(labels),
         "eval/macro_f1": macro_f1(predictions, labels),
     }
 
@@ -156,7 +158,7 @@ def evaluate(model: nn.Module, data: EncodedSplit, batch_size: int, collate: Col
 def macro_f1(predictions: list[int], labels: list[int]) -> float:
     scores = []
     for c in sorted(set(labels) | set(predictions)):
-        tp = sum(p == c and y == c for p, y in zip(predictions, labels))
+        tp = sum(p == c and y == c for p, y in zip(predictions, labels, strict=True))
         predicted, actual = predictions.count(c), labels.count(c)
         scores.append(2 * tp / (predicted + actual) if predicted + actual else 0.0)
     return sum(scores) / len(scores)
@@ -227,14 +229,22 @@ def train(
             step += 1
             rows = batch["labels"].numel()
             samples += rows
-            window_loss, window_steps, window_samples = window_loss + loss.item(), window_steps + 1, window_samples + rows
+            window_loss, window_steps, window_samples = (
+                window_loss + loss.item(),
+                window_steps + 1,
+                window_samples + rows,
+            )
             bar.update(1)
             if step % t.log_every == 0 or step == total_steps:
                 speed = window_samples / max(time.perf_counter() - window_start, 1e-9)
                 mean_loss = window_loss / window_steps
                 tracker.log_metrics(
-                    {"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0],
-                     "train/samples_per_s": speed, "train/epoch": epoch},
+                    {
+                        "train/loss": mean_loss,
+                        "train/lr": scheduler.get_last_lr()[0],
+                        "train/samples_per_s": speed,
+                        "train/epoch": epoch,
+                    },
                     step,
                 )
                 bar.set_postfix(loss=f"{mean_loss:.4f}", samples_per_s=f"{speed:.1f}")

@@ -16,8 +16,13 @@ import ptexp.config  # noqa: F401  (registers the schemas)
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = str(ROOT / "conf")
 SST2_DIR = ROOT.parent / "shared" / "data" / "sst2"
-TINY = ["model=tiny", "trainer.progress=false", "trainer.epochs=1", "data.max_train_samples=64",
-        "data.max_eval_samples=32"]
+TINY = [
+    "model=tiny",
+    "trainer.progress=false",
+    "trainer.epochs=1",
+    "data.max_train_samples=64",
+    "data.max_eval_samples=32",
+]
 
 
 def make_config(*overrides: str, output_root: Path | None = None) -> DictConfig:

@@ -50,8 +50,10 @@ def reference_logits(model: PrefixTuningModel, input_ids, attention_mask, shift:
     B, L = input_ids.shape
     positions = torch.arange(L) + (P if shift else 0)
     emb = bert.embeddings
-    x = emb.word_embeddings(input_ids) + emb.position_embeddings(positions)[None] + emb.token_type_embeddings(
-        torch.zeros_like(input_ids)
+    x = (
+        emb.word_embeddings(input_ids)
+        + emb.position_embeddings(positions)[None]
+        + emb.token_type_embeddings(torch.zeros_like(input_ids))
     )
     x = emb.LayerNorm(x)
     key_mask = torch.cat([torch.ones(B, P), attention_mask.float()], dim=1)  # (B, P+L)
@@ -150,7 +152,7 @@ def test_gradients_reach_every_layer_prefix_and_nothing_frozen():
 
 @pytest.mark.parametrize("length", [1, 5, 20])
 def test_trainable_count_matches_formula(length):
-    cfg, model, _ = build("method=prefix", f"prefix_length={length}")
+    _, model, _ = build("method=prefix", f"prefix_length={length}")
     c = model.classifier.config
     head = c.hidden_size * 2 + 2
     total, trainable = count_parameters(model)
@@ -161,7 +163,7 @@ def test_trainable_count_matches_formula(length):
 
 
 def test_trainable_count_with_projection_matches_formula():
-    cfg, model, _ = build("method=prefix", "prefix_length=6", "prefix.projection=true", "prefix.projection_hidden=24")
+    _, model, _ = build("method=prefix", "prefix_length=6", "prefix.projection=true", "prefix.projection_hidden=24")
     c = model.classifier.config
     h, layers, P, m = c.hidden_size, c.num_hidden_layers, 6, 24
     projection = P * h + (h * m + m) + (m * layers * 2 * h + layers * 2 * h)

@@ -1,0 +1,85 @@
+"""The real command line, driven through subprocess: single runs, sweeps, SST-2 files, and bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import SST2_DIR, TINY, run_cli, runs_in
+
+
+def assert_clean_failure(proc, *needles: str) -> None:
+    """Non-zero exit, a short message that names what was wrong, and no traceback wall."""
+    err = proc.stderr
+    assert proc.returncode != 0, err
+    assert "Traceback" not in err, err
+    assert len(err.strip().splitlines()) <= 15, err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_prefix_command_exactly_as_typed_logs_a_finished_run_matching_the_formula(tmp_path):
+    proc = run_cli("method=prefix", "prefix_length=5", "trainer.progress=false", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[ptexp] done: eval accuracy" in proc.stdout
+    assert "mlflow ui --backend-store-uri sqlite:///" in proc.stdout
+    (run,) = runs_in(tmp_path / "outputs" / "mlflow.db")
+    assert run.info.status == "FINISHED"
+    layers, hidden, labels = 6, 384, 2  # all-MiniLM-L6-v2
+    assert run.data.metrics["params/trainable"] == layers * 2 * 5 * hidden + hidden * labels + labels
+    assert run.data.params["prefix_length"] == "5"
+    assert 0.0 <= run.data.metrics["eval/accuracy"] <= 1.0
+
+
+def test_multirun_logs_one_parent_with_two_finished_children(tmp_path):
+    proc = run_cli("-m", "method=full,prefix", *TINY, f"output_root={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = runs_in(tmp_path / "mlflow.db")
+    parents = [r for r in runs if r.data.tags.get("ptexp.sweep") == "parent"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert sorted(r.data.tags["ptexp.method"] for r in children) == ["full", "prefix"]
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert len(runs) == 3
+
+
+@pytest.mark.skipif(not SST2_DIR.exists(), reason="../shared/data/sst2 not present")
+def test_sst2_from_local_glue_files_evaluates_on_all_872_dev_rows(tmp_path):
+    proc = run_cli(
+        "data=sst2",
+        f"data.data_dir={SST2_DIR}",
+        "data.max_train_samples=2000",
+        "model=tiny",
+        "trainer.epochs=1",
+        "trainer.progress=false",
+        f"output_root={tmp_path}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2000 train / 872 eval rows" in proc.stdout
+    (run,) = runs_in(tmp_path / "mlflow.db")
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["data/eval_rows"] == 872 and run.data.metrics["data/train_rows"] == 2000
+    assert run.data.tags["ptexp.train_origin"].endswith("sst2/train.tsv")
+
+
+@pytest.mark.parametrize(
+    "args,needles",
+    [
+        (["method=nope"], ["method/nope", "full", "prefix"]),
+        (["optimizer.lr=abc"], ["optimizer.lr", "abc"]),
+        (["method=prefix", "prefix_length=-1"], ["prefix_length", "negative"]),
+        (["method=prefix", "prefix_length=1.5"], ["prefix_length"]),
+        (["model.pooling=max"], ["model.pooling", "cls", "mean"]),
+        (["data=sst2", "data.data_dir=/nonexistent/sst2"], ["data.train_file", "file not found"]),
+        (["model.name_or_path=/tmp"], ["model.name_or_path", "not a Hugging Face model folder"]),
+        (["model.name_or_path=no-such-org/no-such-model-xyz"], ["model.name_or_path", "could not load"]),
+        (["optimizer.learning_rate=0.1"], ["optimizer.learning_rate"]),
+    ],
+)
+def test_bad_input_fails_fast_with_a_short_message_and_no_run(tmp_path, args, needles):
+    proc = run_cli(*args, "model=tiny", f"output_root={tmp_path}", timeout=120)
+    assert_clean_failure(proc, *needles)
+    assert (
+        not [r for r in runs_in(tmp_path / "mlflow.db") if r.info.status == "RUNNING"]
+        if (tmp_path / "mlflow.db").exists()
+        else True
+    )

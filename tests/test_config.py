@@ -1,0 +1,106 @@
+"""Config composition with Hydra's compose API: defaults, groups, the top-level prefix_length, and bad values."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from ptexp.config import UserError, validate
+from ptexp.trainer import prepare_config
+from tests.conftest import make_config
+
+
+def test_defaults_compose_minilm_full_embedded_adamw():
+    cfg = make_config()
+    assert (cfg.model.name, cfg.method.name, cfg.data.name, cfg.optimizer.name.value) == (
+        "minilm",
+        "full",
+        "embedded",
+        "adamw",
+    )
+    assert cfg.prefix_length is None and cfg.prefix is None
+    assert cfg.optimizer.lr == pytest.approx(3e-5)
+    validate(cfg)
+
+
+def test_prefix_method_reads_top_level_prefix_length_and_sets_its_own_lr():
+    cfg = make_config("method=prefix", "prefix_length=5")
+    assert cfg.method.name == "prefix"
+    assert cfg.prefix_length == 5
+    assert cfg.prefix.projection is False
+    assert cfg.optimizer.lr == pytest.approx(1e-2)
+    validate(cfg)
+
+
+def test_command_line_lr_beats_the_method_default():
+    assert make_config("method=prefix", "optimizer.lr=0.003").optimizer.lr == pytest.approx(3e-3)
+
+
+@pytest.mark.parametrize(
+    "group,option",
+    [
+        ("model", "tiny"),
+        ("model", "bert_base"),
+        ("data", "sst2"),
+        ("data", "files"),
+        ("optimizer", "adam"),
+        ("optimizer", "sgd"),
+    ],
+)
+def test_every_group_option_composes(group, option):
+    cfg = make_config(f"{group}={option}")
+    assert cfg[group].name == option or cfg[group].name.value == option
+
+
+def test_unknown_group_option_names_the_valid_ones():
+    with pytest.raises(ConfigCompositionException, match="method/nope"):
+        make_config("method=nope")
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("optimizer.lr=abc", "optimizer.lr"),
+        ("prefix_length=1.5", "prefix_length"),
+        ("model.pooling=max", "model.pooling"),
+        ("trainer.epochs=two", "trainer.epochs"),
+    ],
+)
+def test_wrong_types_fail_while_composing(override, key):
+    with pytest.raises((ConfigCompositionException, ValidationError)) as info:
+        make_config("method=prefix", override)
+    assert key in str(info.value) or key in str(info.value.__cause__)
+
+
+def test_unknown_key_fails_while_composing():
+    with pytest.raises(ConfigCompositionException, match=r"optimizer\.learning_rate"):
+        make_config("optimizer.learning_rate=0.1")
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("prefix_length=-1", "prefix_length"),
+        ("optimizer.lr=-0.1", "optimizer.lr"),
+        ("trainer.batch_size=0", "trainer.batch_size"),
+        ("prefix.dropout=1.5", "prefix.dropout"),
+        ("optimizer.warmup_ratio=1.0", "optimizer.warmup_ratio"),
+        ("data.max_train_samples=0", "data.max_train_samples"),
+    ],
+)
+def test_cross_checks_name_the_key(override, key):
+    with pytest.raises(UserError, match=key.replace(".", r"\.")):
+        validate(make_config("method=prefix", override))
+
+
+def test_files_data_without_files_names_the_missing_key():
+    with pytest.raises(UserError, match=r"data\.train_file"):
+        prepare_config(make_config("data=files"))
+
+
+def test_prefix_length_is_dropped_for_methods_that_do_not_use_it(capsys):
+    cfg = make_config("method=full", "prefix_length=5")
+    prepare_config(cfg)
+    assert cfg.prefix_length is None
+    assert "does not apply" in capsys.readouterr().err

@@ -1,0 +1,142 @@
+"""Data loading: the embedded set, GLUE-format TSVs, CSV/JSONL files, the hub code path on a local folder, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ptexp.config import UserError
+from ptexp.data import Collator, encode, load_dataset
+from ptexp.models import load_tokenizer
+from tests.conftest import make_config
+
+
+def data_cfg(*overrides: str):
+    return make_config(*overrides).data
+
+
+def write_glue_tsv(path, rows):
+    path.write_text("sentence\tlabel\n" + "".join(f"{text} \t{label}\n" for text, label in rows), encoding="utf-8")
+
+
+GLUE_ROWS = [
+    ('it \'s a "charming" and often affecting journey', 1),
+    ("unflinchingly bleak and desperate", 0),
+    ("the acting , costumes , music are all superb", 1),
+    ("a sour little movie", 0),
+]
+
+
+def test_embedded_data_has_both_splits_both_labels_and_no_overlap():
+    data = load_dataset(data_cfg())
+    assert len(data.train) >= 200 and len(data.eval) >= 80
+    assert set(data.train.labels) == set(data.eval.labels) == {0, 1}
+    assert not set(data.train.texts) & set(data.eval.texts)
+    assert data.label_names == ["negative", "positive"]
+
+
+def test_sst2_reads_local_glue_tsvs_with_bare_quotes(tmp_path):
+    write_glue_tsv(tmp_path / "train.tsv", GLUE_ROWS)
+    write_glue_tsv(tmp_path / "dev.tsv", GLUE_ROWS[:2])
+    data = load_dataset(data_cfg("data=sst2", f"data.data_dir={tmp_path}"))
+    assert data.train.texts[0] == 'it \'s a "charming" and often affecting journey'
+    assert data.train.labels == [1, 0, 1, 0] and len(data.eval) == 2
+    assert data.train.origin == str(tmp_path / "train.tsv")
+
+
+def test_hub_code_path_loads_a_local_dataset_folder(tmp_path):
+    """The same datasets.load_dataset call that fetches glue/sst2 online, pointed at a local folder."""
+    folder = tmp_path / "my_sst2"
+    folder.mkdir()
+    for split, rows in (("train", GLUE_ROWS), ("validation", GLUE_ROWS[1:])):
+        lines = ["sentence,label"] + [f'"{t.replace(chr(34), chr(34) * 2)}",{y}' for t, y in rows]
+        (folder / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    data = load_dataset(data_cfg("data=sst2", f"data.hub_path={folder}", "data.hub_name=null"))
+    assert data.train.labels == [1, 0, 1, 0] and data.eval.labels == [0, 1, 0]
+    assert data.train.texts[0].startswith('it \'s a "charming"')
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".tsv"])
+def test_generic_files_with_named_columns_and_label_names(tmp_path, suffix):
+    rows = [("great value", "positive"), ("broke in a day", "negative"), ("fine, I guess", "neutral")]
+    path = tmp_path / f"reviews{suffix}"
+    if suffix == ".jsonl":
+        path.write_text("".join(json.dumps({"body": t, "stars": y}) + "\n" for t, y in rows))
+    else:
+        sep = "," if suffix == ".csv" else "\t"
+        body = "".join(f'"{t}"{sep}{y}\n' if sep == "," else f"{t}{sep}{y}\n" for t, y in rows)
+        path.write_text(f"body{sep}stars\n" + body)
+    cfg = data_cfg(
+        "data=files",
+        f"data.train_file={path}",
+        f"data.eval_file={path}",
+        "data.text_column=body",
+        "data.label_column=stars",
+        "data.label_names=[negative,neutral,positive]",
+    )
+    data = load_dataset(cfg)
+    assert data.train.texts == [t for t, _ in rows]
+    assert data.train.labels == [2, 0, 1]
+
+
+def test_subsets_are_fixed_by_subset_seed_not_by_run_seed():
+    a = load_dataset(make_config("data.max_train_samples=50", "seed=1").data)
+    b = load_dataset(make_config("data.max_train_samples=50", "seed=2").data)
+    c = load_dataset(make_config("data.max_train_samples=50", "data.subset_seed=7").data)
+    assert a.train.texts == b.train.texts and len(a.train) == 50
+    assert a.train.texts != c.train.texts
+
+
+def files_cfg(tmp_path, content: bytes | str, suffix=".tsv", *extra):
+    path = tmp_path / f"bad{suffix}"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return data_cfg("data=files", f"data.train_file={path}", f"data.eval_file={path}", *extra)
+
+
+@pytest.mark.parametrize(
+    "content,suffix,extra,message",
+    [
+        ("text\tlabel\nfine\t1\n", ".tsv", (), "data.text_column: column 'sentence' not in"),
+        ("sentence\tlabel\nfine\t7\n", ".tsv", (), "label '7' is not in the label set; valid: 0..1"),
+        ("sentence\tlabel\nfine\tmaybe\n", ".tsv", (), "label 'maybe'"),
+        ("", ".tsv", (), "has no data rows"),
+        ("sentence\tlabel\n", ".tsv", (), "has no data rows"),
+        (b"sentence\tlabel\ncaf\xe9\t1\n", ".tsv", (), "not UTF-8"),
+        ("{not json}\n", ".jsonl", (), "line 1 is not JSON"),
+        ("sentence\tlabel\nok\t1\n", ".parquet", (), "unknown file type '.parquet'"),
+        (
+            "sentence\tlabel\nok\t1\n",
+            ".tsv",
+            ("data.label_column=stars",),
+            "data.label_column: column 'stars'",
+        ),
+    ],
+)
+def test_bad_files_give_one_line_errors_naming_key_and_file(tmp_path, content, suffix, extra, message):
+    with pytest.raises(UserError) as info:
+        load_dataset(files_cfg(tmp_path, content, suffix, *extra))
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file_names_the_key_and_path(tmp_path):
+    cfg = data_cfg("data=sst2", f"data.data_dir={tmp_path}")
+    with pytest.raises(UserError, match=r"data.train_file: file not found: .*train.tsv"):
+        load_dataset(cfg)
+
+
+def test_collator_pads_each_batch_to_its_longest_row():
+    cfg = make_config("model=tiny")
+    tokenizer = load_tokenizer(cfg.model)
+    data = load_dataset(cfg.data)
+    encoded = encode(data.train, tokenizer, max_length=12)
+    assert max(len(ids) for ids in encoded.input_ids) <= 12
+    rows = [encoded[0], encoded[1], encoded[2]]
+    batch = Collator(tokenizer.pad_token_id)(rows)
+    width = max(len(ids) for ids, _ in rows)
+    assert batch["input_ids"].shape == (3, width)
+    assert batch["attention_mask"].sum(1).tolist() == [len(ids) for ids, _ in rows]
+    assert torch.equal(batch["labels"], torch.tensor([label for _, label in rows]))
+    assert bool((batch["input_ids"][batch["attention_mask"] == 0] == tokenizer.pad_token_id).all())

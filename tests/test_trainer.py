@@ -1,0 +1,109 @@
+"""The common trainer on the tiny model, in-process: tracking, determinism, what trains, divergence."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ptexp.data import Collator, encode, load_dataset
+from ptexp.methods import build_model
+from ptexp.models import SequenceClassifier, count_parameters, load_backbone, load_tokenizer
+from ptexp.tracking import RunTracker
+from ptexp.trainer import TrainingDiverged, prepare_config, run_experiment, train
+from tests.conftest import runs_in
+
+
+def test_prefix_run_is_tracked_with_params_tags_counts_and_metric_history(tiny_config, tmp_path):
+    cfg = tiny_config("method=prefix", "prefix_length=5", "trainer.log_every=1", "trainer.eval_every=1")
+    result = run_experiment(cfg, tmp_path / "run")
+    (run,) = runs_in(tmp_path / "outputs" / "mlflow.db")
+    assert run.info.status == "FINISHED"
+    params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+    assert params["prefix_length"] == "5" and params["method.name"] == "prefix"
+    assert params["optimizer.lr"] == "0.01" and params["model.name"] == "tiny"
+    assert tags["ptexp.method"] == "prefix" and tags["ptexp.model"] == "tiny" and tags["ptexp.data"] == "embedded"
+    assert tags["version.torch"] == torch.__version__ and "version.transformers" in tags
+    layers, hidden = cfg.model.config_overrides.num_hidden_layers, cfg.model.config_overrides.hidden_size
+    assert metrics["params/trainable"] == layers * 2 * 5 * hidden + hidden * 2 + 2
+    assert metrics["params/trainable_pct"] == pytest.approx(100 * metrics["params/trainable"] / metrics["params/total"])
+    assert metrics["eval/accuracy"] == pytest.approx(result["eval/accuracy"])
+    for key in (
+        "eval/loss",
+        "eval/macro_f1",
+        "time/train_s",
+        "throughput/train_samples_per_s",
+        "memory/peak_mb",
+    ):
+        assert key in metrics, key
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    steps = 64 // cfg.trainer.batch_size
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == list(range(1, steps + 1))
+    assert len(client.get_metric_history(run.info.run_id, "eval/accuracy")) == steps
+    local = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert sum("train/loss" in row for row in local) == steps
+    assert "metrics.jsonl" in [a.path for a in client.list_artifacts(run.info.run_id)]
+
+
+@pytest.mark.parametrize("method", ["full", "prefix"])
+def test_same_seed_gives_the_same_metrics_and_another_seed_does_not(tiny_config, tmp_path, method):
+    def losses(seed: int, name: str) -> list[float]:
+        cfg = tiny_config(f"method={method}", f"seed={seed}", "tracking.enabled=false", "trainer.log_every=1")
+        run_experiment(cfg, tmp_path / name)
+        rows = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        return [
+            r.get("train/loss", r.get("eval/loss"))
+            for r in map(json.loads, rows)
+            if "train/loss" in r or "eval/loss" in r
+        ]
+
+    first, again, other = losses(1, "a"), losses(1, "b"), losses(2, "c")
+    assert first == again
+    assert first != other
+
+
+def build_parts(tiny_config, *overrides):
+    cfg = tiny_config(*overrides, "tracking.enabled=false")
+    prepare_config(cfg)
+    tokenizer = load_tokenizer(cfg.model)
+    data = load_dataset(cfg.data)
+    classifier = SequenceClassifier(load_backbone(cfg.model, 0), 2, cfg.model.pooling, 0.1)
+    model = build_model(cfg, classifier)
+    return cfg, model, tokenizer, data
+
+
+@pytest.mark.parametrize("method,trains_backbone", [("full", True), ("prefix", False)])
+def test_frozen_tensors_stay_bit_identical_and_trained_ones_change(tiny_config, tmp_path, method, trains_backbone):
+    cfg, model, tokenizer, data = build_parts(tiny_config, f"method={method}", "trainer.max_steps=3")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    expected_trainable = count_parameters(model)[1]
+    assert sum(p.numel() for n, p in model.named_parameters() if n in trainable) == expected_trainable
+    train(
+        model,
+        encode(data.train, tokenizer, 64),
+        encode(data.eval, tokenizer, 64),
+        cfg,
+        RunTracker(cfg, tmp_path),
+        torch.device("cpu"),
+        Collator(tokenizer.pad_token_id),
+    )
+    for name, param in model.named_parameters():
+        if name in trainable:
+            assert not torch.equal(param, before[name]), f"{name} should have changed"
+        else:
+            assert torch.equal(param, before[name]), f"{name} should be bit-identical"
+    backbone_trains = any(n.startswith("classifier.backbone.") or n.startswith("backbone.") for n in trainable)
+    assert backbone_trains == trains_backbone
+
+
+def test_diverging_loss_stops_the_run_and_marks_it_failed(tiny_config, tmp_path):
+    cfg = tiny_config("optimizer.lr=1e12", "trainer.grad_clip=null", "optimizer.warmup_ratio=0")
+    with pytest.raises(TrainingDiverged, match="loss became"):
+        run_experiment(cfg, tmp_path / "run")
+    (run,) = runs_in(tmp_path / "outputs" / "mlflow.db")
+    assert run.info.status == "FAILED"
+    assert "TrainingDiverged" in run.data.tags["ptexp.error"]
