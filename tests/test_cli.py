@@ -71,7 +71,7 @@ def test_sst2_from_local_glue_files_evaluates_on_all_872_dev_rows(tmp_path):
         (["model.pooling=max"], ["model.pooling", "cls", "mean"]),
         (["data=sst2", "data.data_dir=/nonexistent/sst2"], ["data.train_file", "file not found"]),
         (["model.name_or_path=/tmp"], ["model.name_or_path", "not a Hugging Face model folder"]),
-        (["model.name_or_path=no-such-org/no-such-model-xyz"], ["model.name_or_path", "could not load"]),
+        (["model.name_or_path=no-such-org/no-such-model-xyz"], ["model.name_or_path", "no-such-org/no-such-model-xyz"]),
         (["optimizer.learning_rate=0.1"], ["optimizer.learning_rate"]),
     ],
 )
