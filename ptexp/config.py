@@ -59,7 +59,7 @@ class MethodConfig:
 
 
 @dataclass
-class PrefixConfig:
+class PrefixOptions:
     """Options of prefix tuning; the length is the top-level ``prefix_length``."""
 
     projection: bool = False  # reparameterise the prefix through an MLP (Li & Liang 2021)
@@ -67,6 +67,24 @@ class PrefixConfig:
     dropout: float = 0.0  # dropout on the prefix keys and values while training
     init_std: float = 0.02  # std of the normal init of the prefix (or of its embedding with projection)
     shift_positions: bool = False  # False: real tokens keep positions 0..L-1; True: P..P+L-1 as in PEFT
+
+
+@dataclass
+class LoraOptions:
+    """LoRA (Hu et al. 2021) through PEFT."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+
+
+@dataclass
+class IA3Options:
+    """IA3 (Liu et al. 2022) through PEFT; PEFT's default targets for BERT."""
+
+    target_modules: list[str] = field(default_factory=lambda: ["key", "value", "output.dense"])
+    feedforward_modules: list[str] = field(default_factory=lambda: ["output.dense"])
 
 
 @dataclass
@@ -134,7 +152,9 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     prefix_length: int | None = None  # P, read by the prefix method
-    prefix: PrefixConfig | None = None  # prefix options, set by conf/method/prefix.yaml
+    prefix: PrefixOptions | None = None  # prefix options, set by conf/method/prefix.yaml
+    lora: LoraOptions | None = None  # set by conf/method/lora.yaml
+    ia3: IA3Options | None = None  # set by conf/method/ia3.yaml
     seed: int = 42
     output_root: str = "outputs"
 

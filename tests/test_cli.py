@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import SST2_DIR, TINY, run_cli, runs_in
@@ -39,7 +41,16 @@ def test_multirun_logs_one_parent_with_two_finished_children(tmp_path):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert sorted(r.data.tags["ptexp.method"] for r in children) == ["full", "prefix"]
     assert all(r.info.status == "FINISHED" for r in children)
+    assert all(parents[0].info.start_time <= r.info.start_time for r in children)
     assert len(runs) == 3
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for child in children:
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"config.yaml", "overrides.yaml", "metrics.jsonl"} <= artifacts
+        overrides = client.download_artifacts(child.info.run_id, "overrides.yaml", str(tmp_path / child.info.run_id))
+        assert f"method={child.data.tags['ptexp.method']}" in Path(overrides).read_text()
 
 
 @pytest.mark.skipif(not SST2_DIR.exists(), reason="../shared/data/sst2 not present")

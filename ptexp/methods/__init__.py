@@ -26,9 +26,10 @@ class MethodSpec:
 
 
 def _registry() -> dict[str, MethodSpec]:
-    from ptexp.methods import full, prefix
+    from ptexp.methods import bitfit, full, ia3, linear_probe, lora, prefix
 
-    return {spec.name: spec for spec in (full.METHOD, prefix.METHOD)}
+    methods = (full, prefix, lora, ia3, linear_probe, bitfit)
+    return {module.METHOD.name: module.METHOD for module in methods}
 
 
 METHODS: dict[str, MethodSpec] = _registry()

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from torch import nn
 from transformers import DynamicCache
 
-from ptexp.config import PrefixConfig, UserError
+from ptexp.config import PrefixOptions, UserError
 from ptexp.methods import MethodSpec
 from ptexp.models import SequenceClassifier
 
@@ -43,7 +43,7 @@ def cache_keyword(backbone: nn.Module) -> str:
 class PrefixEncoder(nn.Module):
     """Holds the prefix and returns per-layer (key, value) tensors of shape (batch, heads, P, head_dim)."""
 
-    def __init__(self, num_layers: int, num_heads: int, hidden_size: int, length: int, options: PrefixConfig):
+    def __init__(self, num_layers: int, num_heads: int, hidden_size: int, length: int, options: PrefixOptions):
         super().__init__()
         self.num_layers, self.num_heads, self.length = num_layers, num_heads, length
         self.head_dim = hidden_size // num_heads
@@ -78,7 +78,7 @@ class PrefixEncoder(nn.Module):
 class PrefixTuningModel(nn.Module):
     """A frozen-backbone classifier whose attention layers see a learned prefix."""
 
-    def __init__(self, classifier: SequenceClassifier, length: int, options: PrefixConfig):
+    def __init__(self, classifier: SequenceClassifier, length: int, options: PrefixOptions):
         super().__init__()
         config = classifier.config
         self.classifier = classifier

@@ -1,0 +1,15 @@
+"""Shared by the methods that PEFT implements (LoRA, IA3): wrap the backbone, keep our head trainable."""
+
+from __future__ import annotations
+
+from peft import PeftConfig, get_peft_model
+
+from ptexp.models import SequenceClassifier
+
+
+def wrap_backbone(classifier: SequenceClassifier, peft_config: PeftConfig) -> SequenceClassifier:
+    """Replace the backbone by PEFT's wrapper (which freezes the base weights); the head trains."""
+    classifier.requires_grad_(False)
+    classifier.backbone = get_peft_model(classifier.backbone, peft_config)
+    classifier.head.requires_grad_(True)
+    return classifier
