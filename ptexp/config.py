@@ -30,6 +30,18 @@ class DataSource(str, Enum):
     files = "files"  # TSV / CSV / JSONL files named by train_file and eval_file
 
 
+class PrefixInit(str, Enum):
+    random = "random"  # normal(0, init_std)
+    zero = "zero"  # all zeros
+    tokens = "tokens"  # the frozen model's own keys/values for init_text (Li & Liang's real-word init)
+
+
+class PromptInit(str, Enum):
+    random = "random"  # normal(0, init_std)
+    vocab = "vocab"  # embeddings of random vocabulary tokens
+    text = "text"  # embeddings of init_text's tokens, repeated to the prompt length
+
+
 class OptimizerName(str, Enum):
     adamw = "adamw"
     adam = "adam"
@@ -65,8 +77,19 @@ class PrefixOptions:
     projection: bool = False  # reparameterise the prefix through an MLP (Li & Liang 2021)
     projection_hidden: int = 512
     dropout: float = 0.0  # dropout on the prefix keys and values while training
+    init: PrefixInit = PrefixInit.random
     init_std: float = 0.02  # std of the normal init of the prefix (or of its embedding with projection)
+    init_text: str = "this movie review is positive or negative"  # for init=tokens
     shift_positions: bool = False  # False: real tokens keep positions 0..L-1; True: P..P+L-1 as in PEFT
+
+
+@dataclass
+class PromptOptions:
+    """Soft prompt tuning (Lester et al. 2021); the length is the top-level ``prefix_length``."""
+
+    init: PromptInit = PromptInit.vocab
+    init_std: float = 0.02
+    init_text: str = "this movie review is positive or negative"  # for init=text
 
 
 @dataclass
@@ -153,6 +176,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     prefix_length: int | None = None  # P, read by the prefix method
     prefix: PrefixOptions | None = None  # prefix options, set by conf/method/prefix.yaml
+    prompt: PromptOptions | None = None  # set by conf/method/prompt.yaml
     lora: LoraOptions | None = None  # set by conf/method/lora.yaml
     ia3: IA3Options | None = None  # set by conf/method/ia3.yaml
     seed: int = 42
@@ -180,9 +204,19 @@ def validate(cfg: DictConfig) -> None:
     if METHODS[cfg.method.name].uses_prefix_length:
         need(cfg.prefix_length is not None, "prefix_length", "missing", "an integer >= 0")
         need(cfg.prefix_length >= 0, "prefix_length", f"{cfg.prefix_length} is negative", "an integer >= 0")
-        need(cfg.prefix is not None, "prefix", "missing prefix options", "set by method=prefix")
-        need(0 <= cfg.prefix.dropout < 1, "prefix.dropout", f"{cfg.prefix.dropout}", "0 <= p < 1")
-        need(cfg.prefix.projection_hidden > 0, "prefix.projection_hidden", "must be positive", "an integer > 0")
+    if cfg.prefix is not None:
+        p = cfg.prefix
+        need(0 <= p.dropout < 1, "prefix.dropout", f"{p.dropout}", "0 <= p < 1")
+        need(p.projection_hidden > 0, "prefix.projection_hidden", "must be positive", "an integer > 0")
+        need(
+            not (p.projection and p.init == PrefixInit.tokens),
+            "prefix.init",
+            "tokens cannot initialise a projected prefix",
+            "prefix.init=random or zero with prefix.projection=true",
+        )
+    if cfg.lora is not None:
+        need(cfg.lora.r >= 1, "lora.r", f"{cfg.lora.r}", "an integer >= 1")
+        need(0 <= cfg.lora.dropout < 1, "lora.dropout", f"{cfg.lora.dropout}", "0 <= p < 1")
     t, o, d = cfg.trainer, cfg.optimizer, cfg.data
     need(t.epochs >= 1, "trainer.epochs", f"{t.epochs}", "an integer >= 1")
     need(t.max_steps is None or t.max_steps >= 1, "trainer.max_steps", f"{t.max_steps}", "null or >= 1")

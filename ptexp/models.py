@@ -111,11 +111,17 @@ class SequenceClassifier(nn.Module):
         """
         mask = attention_mask if backbone_attention_mask is None else backbone_attention_mask
         out = self.backbone(input_ids=input_ids, attention_mask=mask, **backbone_inputs)
+        return self.classify(out.last_hidden_state, out.pooler_output, attention_mask)
+
+    def classify(
+        self, hidden: torch.Tensor, pooler_output: torch.Tensor | None, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Pool the real tokens' last hidden states (``attention_mask`` marks them) and apply the head."""
         if self.pooling == Pooling.cls:
-            pooled = out.pooler_output
+            pooled = pooler_output
         else:
-            weights = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
-            pooled = (out.last_hidden_state * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
         return self.head(self.dropout(pooled))
 
 

@@ -191,3 +191,51 @@ def test_prefix_longer_than_position_budget_is_rejected():
 
     with pytest.raises(UserError, match="prefix_length"):
         build("method=prefix", "prefix_length=500", "data.max_length=64")
+
+
+def test_prefix_init_zero_and_tokens():
+    _, zero, _ = build("method=prefix", "prefix_length=3", "prefix.init=zero")
+    assert not zero.prefix_encoder.prefix.any()
+    text = "what a delightful surprise"
+    _, model, tokenizer = build(
+        "method=prefix", "prefix_length=6", "prefix.init=tokens", f"prefix.init_text='{text}'"
+    )
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = [ids[i % len(ids)] for i in range(6)]
+    # Capture what each frozen layer's key and value projections compute for these tokens at positions 0..5.
+    captured: dict[tuple[int, str], torch.Tensor] = {}
+    bert = model.classifier.backbone
+    hooks = [
+        getattr(layer.attention.self, kind).register_forward_hook(
+            lambda _m, _i, out, i=i, kind=kind: captured.__setitem__((i, kind), out[0].detach())
+        )
+        for i, layer in enumerate(bert.encoder.layer)
+        for kind in ("key", "value")
+    ]
+    with torch.no_grad():
+        bert(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, 6, dtype=torch.long))
+    for hook in hooks:
+        hook.remove()
+    prefix = model.prefix_encoder.prefix.detach()
+    for (layer, kind), activations in captured.items():
+        torch.testing.assert_close(prefix[layer, 0 if kind == "key" else 1], activations, atol=1e-6, rtol=0)
+
+
+def test_prompt_of_length_zero_gives_plain_model_logits_and_padding_does_not_matter():
+    _, plain_prompt, tokenizer = build("method=prompt", "prefix_length=0")
+    input_ids, mask = batch(tokenizer)
+    with torch.no_grad():
+        assert torch.equal(plain_prompt(input_ids, mask), plain_prompt.classifier(input_ids, mask))
+    _, model, _ = build("method=prompt", "prefix_length=4", "model.pooling=mean")
+    short = int(mask[0].sum())
+    with torch.no_grad():
+        together = model(input_ids, mask)
+        alone = model(input_ids[:1, :short], mask[:1, :short])
+    torch.testing.assert_close(together[0], alone[0], atol=1e-5, rtol=0)
+
+
+def test_prompt_init_text_uses_the_word_embeddings_of_its_tokens():
+    _, model, tokenizer = build("method=prompt", "prefix_length=5", "prompt.init=text", "prompt.init_text=great")
+    (great,) = tokenizer("great", add_special_tokens=False)["input_ids"]
+    embedding = model.classifier.backbone.get_input_embeddings().weight
+    assert torch.equal(model.prompt.detach(), embedding[great].detach().expand(5, -1))

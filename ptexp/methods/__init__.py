@@ -26,15 +26,27 @@ class MethodSpec:
 
 
 def _registry() -> dict[str, MethodSpec]:
-    from ptexp.methods import bitfit, full, ia3, linear_probe, lora, prefix
+    from ptexp.methods import bitfit, full, ia3, linear_probe, lora, peft_prefix, prefix, prompt
 
-    methods = (full, prefix, lora, ia3, linear_probe, bitfit)
+    methods = (full, prefix, prompt, lora, ia3, linear_probe, bitfit, peft_prefix)
     return {module.METHOD.name: module.METHOD for module in methods}
 
 
-METHODS: dict[str, MethodSpec] = _registry()
+def check_position_budget(cfg: DictConfig, classifier: SequenceClassifier) -> None:
+    """P extra positions plus data.max_length tokens must fit the model's position embeddings."""
+    from ptexp.config import UserError
+
+    budget = classifier.config.max_position_embeddings
+    if cfg.prefix_length + cfg.data.max_length > budget:
+        raise UserError(
+            f"prefix_length: {cfg.prefix_length} + data.max_length {cfg.data.max_length} tokens exceed the model's "
+            f"{budget} positions; valid: prefix_length <= {budget - cfg.data.max_length}"
+        )
 
 
 def build_model(cfg: DictConfig, classifier: SequenceClassifier) -> nn.Module:
     """Wrap ``classifier`` for ``cfg.method.name``."""
     return METHODS[cfg.method.name].build(cfg, classifier)
+
+
+METHODS: dict[str, MethodSpec] = _registry()

@@ -23,9 +23,9 @@ from omegaconf import DictConfig
 from torch import nn
 from transformers import DynamicCache
 
-from ptexp.config import PrefixOptions, UserError
-from ptexp.methods import MethodSpec
-from ptexp.models import SequenceClassifier
+from ptexp.config import PrefixInit, PrefixOptions, UserError
+from ptexp.methods import MethodSpec, check_position_budget
+from ptexp.models import SequenceClassifier, load_tokenizer
 
 
 def cache_keyword(backbone: nn.Module) -> str:
@@ -105,15 +105,41 @@ class PrefixTuningModel(nn.Module):
         return self.classifier(input_ids, attention_mask, **inputs)
 
 
+@torch.no_grad()
+def token_key_values(backbone: nn.Module, token_ids: list[int]) -> torch.Tensor:
+    """The frozen model's own per-layer keys and values for ``token_ids`` (layers, 2, P, hidden).
+
+    The tokens run through the backbone at positions 0..P-1 with an empty cache, which every attention
+    layer fills with the keys and values it computed for them.
+    """
+    cache = DynamicCache()
+    ids = torch.tensor([token_ids], device=backbone.device)
+    backbone(input_ids=ids, attention_mask=torch.ones_like(ids), **{cache_keyword(backbone): cache})
+    layers = [(layer.keys, layer.values) for layer in cache.layers]
+    stacked = torch.stack([torch.stack(kv) for kv in layers])  # (layers, 2, 1, heads, P, head_dim)
+    return stacked[:, :, 0].transpose(2, 3).flatten(3)  # (layers, 2, P, hidden)
+
+
+def repeat_to_length(ids: list[int], length: int, key: str) -> list[int]:
+    if not ids:
+        raise UserError(f"{key}: the text has no tokens; valid: a non-empty text")
+    return [ids[i % len(ids)] for i in range(length)]
+
+
 def build(cfg: DictConfig, classifier: SequenceClassifier) -> nn.Module:
-    length = int(cfg.prefix_length)
-    budget = classifier.config.max_position_embeddings
-    if length + cfg.data.max_length > budget:
-        raise UserError(
-            f"prefix_length: {length} prefix + data.max_length {cfg.data.max_length} tokens exceed the model's "
-            f"{budget} positions; valid: prefix_length <= {budget - cfg.data.max_length}"
-        )
-    return PrefixTuningModel(classifier, length, cfg.prefix)
+    check_position_budget(cfg, classifier)
+    model = PrefixTuningModel(classifier, int(cfg.prefix_length), cfg.prefix)
+    init, encoder = PrefixInit(cfg.prefix.init), model.prefix_encoder
+    with torch.no_grad():
+        if init == PrefixInit.zero:
+            for param in encoder.parameters():
+                param.zero_()
+        elif init == PrefixInit.tokens and model.length > 0:
+            tokenizer = load_tokenizer(cfg.model)
+            ids = tokenizer(cfg.prefix.init_text, add_special_tokens=False)["input_ids"]
+            ids = repeat_to_length(ids, model.length, "prefix.init_text")
+            encoder.prefix.copy_(token_key_values(classifier.backbone, ids))
+    return model
 
 
 METHOD = MethodSpec(

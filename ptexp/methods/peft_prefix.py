@@ -1,0 +1,52 @@
+"""PEFT's own PrefixTuning, as a reference row beside ptexp's ``prefix``.
+
+PEFT passes the prefix as ``past_key_values``; transformers 5.24 renamed that argument to ``cache``, and
+PEFT (0.21.2 at least) then refuses the model. Where the installed pair cannot work together this method
+stops before training with a message naming both versions. Note that PEFT's prefix shifts real tokens to
+positions P..P+L-1 (ptexp's ``prefix.shift_positions=true`` does the same).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import peft
+import transformers
+from omegaconf import DictConfig
+from peft import PrefixTuningConfig, TaskType
+from torch import nn
+
+from ptexp.config import UserError
+from ptexp.methods import MethodSpec, check_position_budget
+from ptexp.methods.peft_backbone import wrap_backbone
+from ptexp.models import SequenceClassifier
+
+
+def build(cfg: DictConfig, classifier: SequenceClassifier) -> nn.Module:
+    check_position_budget(cfg, classifier)
+    backbone = classifier.backbone
+    if "past_key_values" not in inspect.signature(backbone.forward).parameters:
+        raise UserError(
+            f"method=peft_prefix: PEFT {peft.__version__} prefix tuning passes past_key_values, which "
+            f"{type(backbone).__name__}.forward in transformers {transformers.__version__} no longer takes "
+            "(renamed to cache in 5.24); valid: method=prefix (ptexp's own), or transformers < 5.24"
+        )
+    config = classifier.config
+    peft_config = PrefixTuningConfig(
+        task_type=TaskType.FEATURE_EXTRACTION,
+        num_virtual_tokens=int(cfg.prefix_length),
+        num_layers=config.num_hidden_layers,
+        token_dim=config.hidden_size,
+        num_attention_heads=config.num_attention_heads,
+        prefix_projection=bool(cfg.prefix.projection),
+        encoder_hidden_size=int(cfg.prefix.projection_hidden),
+    )
+    return wrap_backbone(classifier, peft_config)
+
+
+METHOD = MethodSpec(
+    name="peft_prefix",
+    summary="PEFT's PrefixTuning (reference row; needs transformers < 5.24 with PEFT <= 0.21)",
+    build=build,
+    uses_prefix_length=True,
+)

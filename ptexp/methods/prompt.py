@@ -1,0 +1,67 @@
+"""Soft prompt tuning (Lester et al. 2021): P learned vectors at the input embeddings only.
+
+The prompt goes right after [CLS] ([CLS] p_1..p_P tokens... [SEP]), so BERT's pooler still reads [CLS];
+the prompt vectors take the place of word embeddings and get position and token-type embeddings like any
+input token (real tokens therefore sit at positions P+1.., as with PEFT's prompt tuning). Mean pooling
+covers only the real tokens. The backbone is frozen; the prompt (P x hidden) and the head train.
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from ptexp.config import PromptInit, PromptOptions
+from ptexp.methods import MethodSpec, check_position_budget
+from ptexp.methods.prefix import repeat_to_length
+from ptexp.models import SequenceClassifier, load_tokenizer
+
+
+class PromptTuningModel(nn.Module):
+    """A frozen-backbone classifier whose input carries P learned embeddings after [CLS]."""
+
+    def __init__(self, classifier: SequenceClassifier, length: int, init_embeddings: torch.Tensor):
+        super().__init__()
+        self.classifier = classifier
+        self.length = length
+        self.prompt = nn.Parameter(init_embeddings.clone())  # (P, hidden)
+        classifier.requires_grad_(False)
+        classifier.head.requires_grad_(True)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        batch = input_ids.shape[0]
+        words = self.classifier.backbone.get_input_embeddings()(input_ids)
+        prompt = self.prompt.unsqueeze(0).expand(batch, -1, -1).to(words.dtype)
+        embeds = torch.cat([words[:, :1], prompt, words[:, 1:]], dim=1)
+        mask = torch.cat([attention_mask[:, :1], attention_mask.new_ones(batch, self.length), attention_mask[:, 1:]], 1)
+        out = self.classifier.backbone(inputs_embeds=embeds, attention_mask=mask)
+        hidden = out.last_hidden_state
+        real = torch.cat([hidden[:, :1], hidden[:, 1 + self.length :]], dim=1)  # drop the prompt positions
+        return self.classifier.classify(real, out.pooler_output, attention_mask)
+
+
+def initial_prompt(cfg: DictConfig, classifier: SequenceClassifier, length: int, options: PromptOptions):
+    embedding = classifier.backbone.get_input_embeddings().weight.detach()
+    init = PromptInit(options.init)
+    if init == PromptInit.random:
+        return torch.randn(length, embedding.shape[1]) * options.init_std
+    if init == PromptInit.vocab:  # skip [PAD], [unused*] and other reserved rows at the start of BERT vocabularies
+        low = min(1000, embedding.shape[0] // 2)
+        return embedding[torch.randint(low, embedding.shape[0], (length,))].clone()
+    ids = load_tokenizer(cfg.model)(options.init_text, add_special_tokens=False)["input_ids"]
+    return embedding[repeat_to_length(ids, length, "prompt.init_text")].clone()
+
+
+def build(cfg: DictConfig, classifier: SequenceClassifier) -> nn.Module:
+    check_position_budget(cfg, classifier)
+    length = int(cfg.prefix_length)
+    return PromptTuningModel(classifier, length, initial_prompt(cfg, classifier, length, cfg.prompt))
+
+
+METHOD = MethodSpec(
+    name="prompt",
+    summary="P x hidden soft prompt at the input embeddings + head; backbone frozen",
+    build=build,
+    uses_prefix_length=True,
+)
