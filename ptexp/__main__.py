@@ -19,7 +19,7 @@ def main(cfg: DictConfig) -> float:
     """Run one experiment; returns the final eval accuracy (what sweepers optimise)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        result = run_experiment(cfg, run_dir)
+        result = run_experiment(cfg, run_dir, list(HydraConfig.get().overrides.task))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -112,6 +112,10 @@ class RunTracker:
         if self.run_id is not None:
             self.client.log_artifact(self.run_id, str(path))
 
+    def log_artifacts(self, folder: Path, artifact_path: str) -> None:
+        if self.run_id is not None:
+            self.client.log_artifacts(self.run_id, str(folder), artifact_path)
+
     def set_tag(self, key: str, value: str) -> None:
         if self.run_id is not None:
             self.client.set_tag(self.run_id, key, value)

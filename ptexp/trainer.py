@@ -7,6 +7,7 @@ import platform
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,9 +17,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
 
+from ptexp.adapters import adapter_bytes, backbone_fingerprint, save_adapter
 from ptexp.config import OptimizerConfig, OptimizerName, Schedule, UserError, validate
-from ptexp.data import Collator, EncodedSplit, encode, load_dataset
+from ptexp.data import Collator, Dataset, EncodedSplit, encode, load_dataset
 from ptexp.methods import METHODS, build_model
 from ptexp.models import SequenceClassifier, count_parameters, load_backbone, load_tokenizer
 from ptexp.tracking import RunTracker, config_params, tracking_uri
@@ -53,8 +56,30 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    """Load data and model, wrap it with the method, train, evaluate and track. Returns the final metrics."""
+@dataclass
+class Experiment:
+    dataset: Dataset
+    tokenizer: PreTrainedTokenizerBase
+    model: nn.Module
+    base_fingerprint: str  # of the loaded backbone, before the method touches it
+
+
+def build_experiment(cfg: DictConfig, device: torch.device) -> Experiment:
+    """Data, tokenizer, and the backbone + head wrapped by the method (also used by ``ptexp.evaluate``)."""
+    dataset = load_dataset(cfg.data)
+    tokenizer = load_tokenizer(cfg.model)
+    backbone = load_backbone(cfg.model, cfg.seed)
+    fingerprint = backbone_fingerprint(backbone)
+    classifier = SequenceClassifier(backbone, len(dataset.label_names), cfg.model.pooling, cfg.model.classifier_dropout)
+    return Experiment(dataset, tokenizer, build_model(cfg, classifier).to(device), fingerprint)
+
+
+def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict[str, float]:
+    """Load data and model, wrap it with the method, train, evaluate, save the adapter and track.
+
+    ``overrides`` are the command-line overrides that composed ``cfg``; the adapter keeps them so that
+    ``ptexp.evaluate`` can rebuild the same model. Returns the final metrics.
+    """
     prepare_config(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     t = cfg.trainer
@@ -66,11 +91,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     device = pick_device(t.device)
     tracker = RunTracker(cfg, run_dir)  # connects first: an unreachable store fails before any work
 
-    dataset = load_dataset(cfg.data)
-    tokenizer = load_tokenizer(cfg.model)
-    backbone = load_backbone(cfg.model, cfg.seed)
-    classifier = SequenceClassifier(backbone, len(dataset.label_names), cfg.model.pooling, cfg.model.classifier_dropout)
-    model = build_model(cfg, classifier).to(device)
+    built = build_experiment(cfg, device)
+    dataset, tokenizer, model = built.dataset, built.tokenizer, built.model
     train_set = encode(dataset.train, tokenizer, cfg.data.max_length)
     eval_set = encode(dataset.eval, tokenizer, cfg.data.max_length)
     total, trainable = count_parameters(model)
@@ -106,6 +128,12 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             flush=True,
         )
         result = train(model, train_set, eval_set, cfg, tracker, device, Collator(tokenizer.pad_token_id))
+        adapter_dir = save_adapter(
+            model, cfg, run_dir / "adapter", built.base_fingerprint, overrides or [], dataset.label_names, result
+        )
+        result["adapter/bytes"] = adapter_bytes(adapter_dir)
+        tracker.log_metrics({"adapter/bytes": result["adapter/bytes"]}, result["train/steps"])
+        tracker.log_artifacts(adapter_dir, "adapter")
         tracker.log_artifact(tracker.metrics_file)
     except BaseException as err:
         tracker.set_tag("ptexp.error", f"{type(err).__name__}: {err}"[:5000])

@@ -1,0 +1,79 @@
+"""Adapters: only what trained is saved, its size is logged, and ptexp.evaluate reproduces the run exactly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import load_file
+
+from ptexp.evaluate import evaluate_adapter
+from tests.conftest import ROOT, TINY, run_cli, runs_in
+
+
+def train_tiny(tmp_path, *overrides: str):
+    proc = run_cli(*TINY, "trainer.epochs=2", f"output_root={tmp_path}", *overrides)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (adapter,) = (tmp_path / "runs").glob("*/*/adapter")
+    (run,) = runs_in(tmp_path / "mlflow.db")
+    return adapter, run
+
+
+@pytest.mark.parametrize(
+    "overrides,expected_names",
+    [
+        (
+            ["method=prefix", "prefix_length=4", "prefix.projection=true", "prefix.projection_hidden=16"],
+            {"prefix_encoder.prefix", "classifier.head.weight", "classifier.head.bias"},
+        ),
+        (["method=lora"], None),
+        (["method=full"], None),
+    ],
+)
+def test_adapter_holds_what_trained_and_evaluate_reproduces_the_run(tmp_path, overrides, expected_names):
+    adapter, run = train_tiny(tmp_path, *overrides)
+    meta = json.loads((adapter / "adapter.json").read_text())
+    tensors = load_file(str(adapter / "adapter.safetensors"))
+    if expected_names is not None:
+        assert set(tensors) == expected_names
+        assert tensors["prefix_encoder.prefix"].shape == (2, 2, 4, 32)  # collapsed: layers, k/v, P, hidden
+        assert meta["prefix_projection_collapsed"] is True
+    assert sum(t.numel() for t in tensors.values()) == meta["trained_parameters"]
+    if meta["method"] != "prefix":  # a collapsed prefix stores fewer numbers than its MLP has parameters
+        assert meta["trained_parameters"] == run.data.metrics["params/trainable"]
+    size = (adapter / "adapter.safetensors").stat().st_size + (adapter / "adapter.json").stat().st_size
+    assert run.data.metrics["adapter/bytes"] == size
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    names = {a.path for a in client.list_artifacts(run.info.run_id, "adapter")}
+    assert names == {"adapter/adapter.json", "adapter/adapter.safetensors"}
+
+    again = evaluate_adapter(adapter, [])
+    assert again["eval/accuracy"] == run.data.metrics["eval/accuracy"] == meta["eval"]["eval/accuracy"]
+    assert again["eval/loss"] == meta["eval"]["eval/loss"]  # bit-for-bit the same logits
+
+
+def test_evaluate_cli_on_other_data_and_refusing_another_base_model(tmp_path):
+    adapter, _ = train_tiny(tmp_path, "method=prefix", "prefix_length=3")
+    data = tmp_path / "mine.jsonl"
+    data.write_text('{"sentence": "wonderful", "label": 1}\n{"sentence": "awful", "label": 0}\n')
+    cmd = [sys.executable, "-m", "ptexp.evaluate", str(adapter)]
+    ok = subprocess.run(
+        [*cmd, "data=files", f"data.train_file={data}", f"data.eval_file={data}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "(2 rows)" in ok.stdout
+    bad = subprocess.run(
+        [*cmd, "model.config_overrides.intermediate_size=128"], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "the adapter was trained on tiny" in bad.stderr and "other weights" in bad.stderr
+    missing = subprocess.run([*cmd[:-1], str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert missing.returncode == 2 and "holds no adapter.json" in missing.stderr
