@@ -162,6 +162,15 @@ class SweepParentCallback(Callback):
         )
         failed = [r for r in children if r.info.status != "FINISHED"]
         self._close("FAILED" if failed else "FINISHED")
+        print(
+            f"[ptexp] sweep done: {len(children) - len(failed)} of {len(children)} runs finished "
+            f"(parent run {self.run_id})",
+            flush=True,
+        )
+        for run in sorted(children, key=lambda r: r.info.start_time):
+            accuracy = run.data.metrics.get("eval/accuracy")
+            shown = f"{accuracy:.4f}" if accuracy is not None else "n/a"
+            print(f"[ptexp]   {run.info.run_name:<40} {run.info.status:<9} eval accuracy {shown}", flush=True)
 
     def _close(self, status: str) -> None:
         if self.run_id is not None and self.client.get_run(self.run_id).info.status == "RUNNING":

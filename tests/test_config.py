@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from ptexp.config import UserError, validate
 from ptexp.trainer import prepare_config
-from tests.conftest import make_config
+from tests.conftest import CONF_DIR, make_config
 
 
 def test_defaults_compose_minilm_full_embedded_adamw():
@@ -104,3 +105,22 @@ def test_prefix_length_is_dropped_for_methods_that_do_not_use_it(capsys):
     prepare_config(cfg)
     assert cfg.prefix_length is None
     assert "does not apply" in capsys.readouterr().err
+
+
+def test_tutorial_preset_matches_the_tutorial_and_sweeps_full_and_prefix():
+    cfg = make_config("experiment=tutorial", "method=prefix")
+    assert (cfg.model.name, cfg.optimizer.name.value, cfg.data.name) == ("bert_base", "adam", "embedded")
+    assert cfg.optimizer.lr == pytest.approx(1e-5) and cfg.trainer.epochs == 3
+    assert cfg.data.max_length == 10 and cfg.prefix_length == 5
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        full = compose(config_name="config", overrides=["experiment=tutorial"], return_hydra_config=True)
+    assert full.hydra.sweeper.params.method == "full,prefix"
+    assert make_config("experiment=tutorial", "model=minilm").model.name == "minilm"
+
+
+def test_sst2_compare_preset_sweeps_five_methods_over_three_seeds():
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["experiment=sst2_compare"], return_hydra_config=True)
+    assert cfg.data.name == "sst2"
+    assert cfg.hydra.sweeper.params.method == "full,prefix,prompt,lora,linear_probe"
+    assert cfg.hydra.sweeper.params.seed == "1,2,3"
