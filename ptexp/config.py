@@ -147,6 +147,7 @@ class TrainerConfig:
     epochs: int = 3
     max_steps: int | None = None  # when set, overrides epochs
     batch_size: int = 32
+    group_by_length: bool = True  # batches of similar length (less padding); false: plain shuffling
     eval_batch_size: int = 128
     eval_every: int = 0  # evaluate every N optimizer steps; 0 = at the end of each epoch only
     log_every: int = 10  # log the mean train loss every N steps

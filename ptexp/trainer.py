@@ -21,7 +21,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ptexp.adapters import adapter_bytes, backbone_fingerprint, save_adapter
 from ptexp.config import OptimizerConfig, OptimizerName, Schedule, UserError, validate
-from ptexp.data import Collator, Dataset, EncodedSplit, encode, load_dataset
+from ptexp.data import Collator, Dataset, EncodedSplit, LengthGroupedBatches, encode, load_dataset
 from ptexp.methods import METHODS, build_model
 from ptexp.models import SequenceClassifier, count_parameters, load_backbone, load_tokenizer
 from ptexp.tracking import RunTracker, config_params, tracking_uri
@@ -210,7 +210,11 @@ def train(
     """The loop: shuffle, forward, cross-entropy, backward, clip, step; log and evaluate on schedule."""
     t = cfg.trainer
     generator = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(train_set, t.batch_size, shuffle=True, generator=generator, collate_fn=collate)
+    if t.group_by_length:
+        batches = LengthGroupedBatches([len(ids) for ids in train_set.input_ids], t.batch_size, generator)
+        loader = DataLoader(train_set, batch_sampler=batches, collate_fn=collate)
+    else:
+        loader = DataLoader(train_set, t.batch_size, shuffle=True, generator=generator, collate_fn=collate)
     total_steps = t.max_steps or len(loader) * t.epochs
     optimizer = make_optimizer(model, cfg.optimizer)
     scheduler = make_scheduler(optimizer, cfg.optimizer, total_steps)
@@ -232,6 +236,7 @@ def train(
         return metrics
 
     step, epoch, samples, eval_seconds, best = 0, 0, 0, 0.0, 0.0
+    real_tokens = padded_tokens = 0
     window_loss, window_steps, window_samples = 0.0, 0, 0
     metrics: dict[str, float] = {}
     started = window_start = time.perf_counter()
@@ -257,6 +262,8 @@ def train(
             step += 1
             rows = batch["labels"].numel()
             samples += rows
+            real_tokens += int(batch["attention_mask"].sum())
+            padded_tokens += batch["attention_mask"].numel()
             window_loss, window_steps, window_samples = (
                 window_loss + loss.item(),
                 window_steps + 1,
@@ -296,6 +303,7 @@ def train(
         "memory/peak_mb": peak_memory_mb(device),
         "train/steps": step,
         "train/epochs": epoch,
+        "train/real_token_fraction": real_tokens / max(padded_tokens, 1),  # non-pad share of batch tokens
     }
     tracker.log_metrics(summary, step)
     return {**metrics, "eval/best_accuracy": best, **summary}

@@ -140,3 +140,24 @@ def test_collator_pads_each_batch_to_its_longest_row():
     assert batch["attention_mask"].sum(1).tolist() == [len(ids) for ids, _ in rows]
     assert torch.equal(batch["labels"], torch.tensor([label for _, label in rows]))
     assert bool((batch["input_ids"][batch["attention_mask"] == 0] == tokenizer.pad_token_id).all())
+
+
+def test_length_grouped_batches_cover_every_row_once_cut_padding_and_depend_on_the_seed():
+    from ptexp.data import LengthGroupedBatches
+
+    lengths = [int(x) for x in torch.randint(3, 60, (1000,), generator=torch.Generator().manual_seed(0))]
+
+    def epoch(seed: int) -> list[list[int]]:
+        return list(LengthGroupedBatches(lengths, 32, torch.Generator().manual_seed(seed), group=10))
+
+    batches = epoch(1)
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    assert len(batches) == len(LengthGroupedBatches(lengths, 32, torch.Generator())) == 32
+    assert epoch(1) == batches and epoch(2) != batches
+
+    def padding(batch_list):
+        return sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in batch_list)
+
+    shuffled = torch.randperm(1000, generator=torch.Generator().manual_seed(1)).tolist()
+    plain = [shuffled[i : i + 32] for i in range(0, 1000, 32)]
+    assert padding(batches) < 0.2 * padding(plain)
