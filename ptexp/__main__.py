@@ -13,6 +13,21 @@ from ptexp import config as _config  # noqa: F401  (registers the structured con
 from ptexp.config import UserError
 from ptexp.trainer import TrainingDiverged, run_experiment, tracking_uri
 
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def check_group_choices(argv: list[str]) -> None:
+    """Exit with one short line for ``group=option`` arguments that name no option (before Hydra's longer one)."""
+    groups = {d.name: sorted(f.stem for f in d.glob("*.yaml")) for d in CONF_DIR.iterdir() if d.is_dir()}
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if not sep or key not in groups or "(" in value or value in ("null", ""):
+            continue
+        for option in value.split(","):
+            if option not in groups[key]:
+                print(f"error: {key}={option}: no such option; valid: {', '.join(groups[key])}", file=sys.stderr)
+                sys.exit(2)
+
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
@@ -42,4 +57,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_group_choices(sys.argv[1:])
     main()

@@ -197,9 +197,7 @@ def test_prefix_init_zero_and_tokens():
     _, zero, _ = build("method=prefix", "prefix_length=3", "prefix.init=zero")
     assert not zero.prefix_encoder.prefix.any()
     text = "what a delightful surprise"
-    _, model, tokenizer = build(
-        "method=prefix", "prefix_length=6", "prefix.init=tokens", f"prefix.init_text='{text}'"
-    )
+    _, model, tokenizer = build("method=prefix", "prefix_length=6", "prefix.init=tokens", f"prefix.init_text='{text}'")
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     ids = [ids[i % len(ids)] for i in range(6)]
     # Capture what each frozen layer's key and value projections compute for these tokens at positions 0..5.

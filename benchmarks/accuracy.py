@@ -1,0 +1,88 @@
+"""Accuracy benchmark: every method on MiniLM and GLUE SST-2 (a fixed 20,000-row training subset, all 872 dev
+rows), each with its default recipe, tracked in MLflow; prints dev accuracy mean +- std, train wall time, the
+trainable share and the gap to full fine-tuning. A benchmark, not a test: it takes about an hour on 2 CPU cores.
+
+    .venv/bin/python benchmarks/accuracy.py                       # the full comparison
+    .venv/bin/python benchmarks/accuracy.py --methods prefix --seeds 1 --train-rows 2000   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MAIN_METHODS = ("full", "prefix")  # these get --seeds seeds, the others --other-seeds
+
+
+def run_sweep(method: str, seeds: list[int], args: argparse.Namespace, extra: list[str]) -> None:
+    cmd = [
+        sys.executable, "-m", "ptexp", "-m", f"method={method}", f"seed={','.join(map(str, seeds))}",
+        "data=sst2", f"data.data_dir={args.data_dir}", f"data.max_train_samples={args.train_rows}",
+        f"trainer.epochs={args.epochs}", "trainer.progress=false", f"output_root={args.output_root}",
+        f"tracking.experiment={args.experiment}", *extra,
+    ]  # fmt: skip
+    print("$", " ".join(cmd[1:]), flush=True)
+    started = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    print(f"  {method}: {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def summarise(args: argparse.Namespace, methods: list[str]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{Path(args.output_root).resolve() / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(args.experiment)
+    runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'", max_results=5000)
+    rows = {}
+    for method in methods:
+        wanted = {"data.max_train_samples": str(args.train_rows), "trainer.epochs": str(args.epochs)}
+        mine = [
+            r for r in runs
+            if r.data.tags.get("ptexp.method") == method and all(r.data.params.get(k) == v for k, v in wanted.items())
+        ]  # fmt: skip
+        if mine:
+            acc = [r.data.metrics["eval/accuracy"] for r in mine]
+            rows[method] = {
+                "n": len(acc),
+                "mean": statistics.mean(acc),
+                "std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+                "train_s": statistics.mean(r.data.metrics["time/train_s"] for r in mine),
+                "pct": mine[0].data.metrics["params/trainable_pct"],
+            }
+    full = rows.get("full", {}).get("mean")
+    print(f"\nMiniLM-L6, SST-2 train subset {args.train_rows} rows, {args.epochs} epoch(s), dev 872 rows")
+    print(f"{'method':<14}{'seeds':>6}{'dev accuracy':>18}{'train s':>10}{'trainable %':>13}{'gap to full':>13}")
+    for method, row in rows.items():
+        gap = f"{100 * (row['mean'] - full):+.1f} pt" if full is not None else "n/a"
+        accuracy = f"{100 * row['mean']:.1f} ± {100 * row['std']:.1f}"
+        print(f"{method:<14}{row['n']:>6}{accuracy:>18}{row['train_s']:>10.0f}{row['pct']:>13.3f}{gap:>13}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "sst2"))
+    parser.add_argument("--train-rows", type=int, default=20000)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--methods", nargs="+", default=["full", "prefix", "prompt", "lora", "ia3", "bitfit",
+                                                         "linear_probe"])  # fmt: skip
+    parser.add_argument("--seeds", type=int, default=3, help="seeds for full and prefix")
+    parser.add_argument("--other-seeds", type=int, default=1, help="seeds for the other methods")
+    parser.add_argument("--output-root", default=str(ROOT / "outputs" / "benchmarks"))
+    parser.add_argument("--experiment", default="accuracy-benchmark")
+    parser.add_argument("--summary-only", action="store_true", help="print the table from earlier runs")
+    parser.add_argument("extra", nargs="*", help="extra Hydra overrides for every run")
+    args = parser.parse_args()
+    if not args.summary_only:
+        for method in args.methods:
+            count = args.seeds if method in MAIN_METHODS else args.other_seeds
+            run_sweep(method, list(range(1, count + 1)), args, args.extra)
+    summarise(args, args.methods)
+
+
+if __name__ == "__main__":
+    main()
