@@ -43,10 +43,10 @@ def tiny_config(tmp_path):
     return build
 
 
-def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600, env: dict | None = None):
-    """Run ``python -m ptexp ARGS`` as a real process; returns CompletedProcess with text output."""
+def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600, env: dict | None = None, module: str = "ptexp"):
+    """Run ``python -m MODULE ARGS`` as a real process; returns CompletedProcess with text output."""
     return subprocess.run(
-        [sys.executable, "-m", "ptexp", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd,
         capture_output=True,
         text=True,

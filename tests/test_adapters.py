@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from safetensors.torch import load_file
 
 from ptexp.evaluate import evaluate_adapter
-from tests.conftest import ROOT, TINY, run_cli, runs_in
+from tests.conftest import TINY, run_cli, runs_in
 
 
 def train_tiny(tmp_path, *overrides: str):
@@ -60,20 +58,15 @@ def test_evaluate_cli_on_other_data_and_refusing_another_base_model(tmp_path):
     adapter, _ = train_tiny(tmp_path, "method=prefix", "prefix_length=3")
     data = tmp_path / "mine.jsonl"
     data.write_text('{"sentence": "wonderful", "label": 1}\n{"sentence": "awful", "label": 0}\n')
-    cmd = [sys.executable, "-m", "ptexp.evaluate", str(adapter)]
-    ok = subprocess.run(
-        [*cmd, "data=files", f"data.train_file={data}", f"data.eval_file={data}"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
+
+    def evaluate_cli(*args):
+        return run_cli(*args, timeout=300, module="ptexp.evaluate")
+
+    ok = evaluate_cli(str(adapter), "data=files", f"data.train_file={data}", f"data.eval_file={data}")
     assert ok.returncode == 0, ok.stderr
     assert "(2 rows)" in ok.stdout
-    bad = subprocess.run(
-        [*cmd, "model.config_overrides.intermediate_size=128"], capture_output=True, text=True, cwd=ROOT, timeout=300
-    )
+    bad = evaluate_cli(str(adapter), "model.config_overrides.intermediate_size=128")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "the adapter was trained on tiny" in bad.stderr and "other weights" in bad.stderr
-    missing = subprocess.run([*cmd[:-1], str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    missing = evaluate_cli(str(tmp_path))
     assert missing.returncode == 2 and "holds no adapter.json" in missing.stderr

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import base64
 import csv
-import os
 import re
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TINY, run_cli, runs_in
+from tests.conftest import TINY, run_cli, runs_in
 
 CURVES = ["trainer.eval_every=1", "trainer.log_every=1", "trainer.batch_size=16"]  # 4 steps, each one logged
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -24,14 +22,7 @@ LENGTH_PLOT = "accuracy_vs_prefix_length.png"
 
 
 def run_report(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ptexp.report", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
+    return run_cli(*args, timeout=timeout, module="ptexp.report")
 
 
 def split_sweep(root: Path):
