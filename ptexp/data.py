@@ -7,7 +7,9 @@ Everything ends as :class:`Split` objects (texts + integer labels), tokenised on
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
 import random
 import sys
 from collections.abc import Sequence
@@ -184,10 +186,37 @@ class EncodedSplit:
         return self.input_ids[index], self.labels[index]
 
 
-def encode(split: Split, tokenizer, max_length: int) -> EncodedSplit:
-    """Tokenise every text once, truncated to ``max_length``, without padding."""
-    ids = tokenizer(split.texts, truncation=True, max_length=max_length)["input_ids"]
+def encode(split: Split, tokenizer, max_length: int, cache_dir: Path | None = None) -> EncodedSplit:
+    """Tokenise every text once, truncated to ``max_length``, without padding.
+
+    With ``cache_dir`` the token ids are kept on disk, keyed by the tokenizer, the texts and ``max_length``,
+    so the jobs of a sweep (and later runs) on the same data tokenise only once.
+    """
+    path = cache_dir / f"{token_cache_key(split, tokenizer, max_length)}.json" if cache_dir else None
+    if path is not None and path.is_file():
+        ids = json.loads(path.read_text())
+    else:
+        ids = tokenizer(split.texts, truncation=True, max_length=max_length)["input_ids"]
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(json.dumps(ids))
+            os.replace(partial, path)  # atomic: parallel jobs never read a half-written file
     return EncodedSplit(input_ids=ids, labels=list(split.labels))
+
+
+def token_cache_key(split: Split, tokenizer, max_length: int) -> str:
+    digest = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # the whole fast tokenizer, less the truncation/padding state that calls set
+        spec = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+        identity = json.dumps(spec, sort_keys=True)
+    else:
+        identity = f"{type(tokenizer).__name__}:{tokenizer.name_or_path}:{len(tokenizer)}"
+    for part in (identity, str(max_length), *split.texts):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:32]
 
 
 class LengthGroupedBatches:

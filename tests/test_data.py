@@ -161,3 +161,23 @@ def test_length_grouped_batches_cover_every_row_once_cut_padding_and_depend_on_t
     shuffled = torch.randperm(1000, generator=torch.Generator().manual_seed(1)).tolist()
     plain = [shuffled[i : i + 32] for i in range(0, 1000, 32)]
     assert padding(batches) < 0.2 * padding(plain)
+
+
+def test_token_cache_is_reused_and_keyed_by_tokenizer_texts_and_length(tmp_path, monkeypatch):
+    cfg = make_config("model=tiny")
+    tokenizer = load_tokenizer(cfg.model)
+    split = load_dataset(cfg.data).train
+    first = encode(split, tokenizer, 32, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.json"))) == 1
+    assert first.input_ids == encode(split, tokenizer, 32).input_ids
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("tokenised again")
+
+    monkeypatch.setattr(type(tokenizer), "__call__", no_tokenizing)
+    assert encode(split, tokenizer, 32, cache_dir=tmp_path).input_ids == first.input_ids
+    monkeypatch.undo()
+    encode(split, tokenizer, 16, cache_dir=tmp_path)
+    shorter = type(split)(split.texts[:-1], split.labels[:-1], split.origin)
+    encode(shorter, tokenizer, 32, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.json"))) == 3
