@@ -113,7 +113,8 @@ def test_padded_row_equals_the_same_row_unpadded(overrides):
 
 
 @pytest.mark.parametrize("shift", [False, True])
-def test_logits_match_hand_written_reference(shift):
+def test_logits_match_independent_eager_reference_not_peft_which_cannot_run_on_transformers_5_24(shift):
+    """PEFT 0.21 prefix tuning cannot run on transformers >= 5.24, so the reference is BERT written out by hand."""
     _, model, tokenizer = build("method=prefix", "prefix_length=5", f"prefix.shift_positions={shift}")
     randomise_prefix(model)
     input_ids, mask = batch(tokenizer)
