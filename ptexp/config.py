@@ -81,6 +81,7 @@ class PrefixOptions:
     init_std: float = 0.02  # std of the normal init of the prefix (or of its embedding with projection)
     init_text: str = "this movie review is positive or negative"  # for init=tokens
     shift_positions: bool = False  # False: real tokens keep positions 0..L-1; True: P..P+L-1 as in PEFT
+    layers: int | None = None  # None: every layer; k: only the top k layers get a prefix
 
 
 @dataclass
@@ -156,6 +157,11 @@ class TrainerConfig:
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     deterministic: bool = True
     progress: bool = True
+    checkpoint_every: int = 0  # also checkpoint every N steps; 0 = only at epoch ends and on SIGINT/SIGTERM
+    keep_checkpoint: bool = False  # keep ckpt.pt after the run finished (it is dropped by default)
+    # false | true (this job's folder, else the newest run folder under output_root with a checkpoint)
+    # | a run folder | an MLflow run id; see ptexp/checkpoint.py
+    resume: Any = False
 
 
 @dataclass
@@ -227,6 +233,14 @@ def validate(cfg: DictConfig) -> None:
     need(t.log_every >= 1, "trainer.log_every", f"{t.log_every}", "an integer >= 1")
     need(t.grad_clip is None or t.grad_clip > 0, "trainer.grad_clip", f"{t.grad_clip}", "null or > 0")
     need(t.threads is None or t.threads >= 1, "trainer.threads", f"{t.threads}", "null or >= 1")
+    need(t.checkpoint_every >= 0, "trainer.checkpoint_every", f"{t.checkpoint_every}", "0 (epoch ends) or a step count")
+    need(
+        isinstance(t.resume, (bool, str)) and t.resume != "",
+        "trainer.resume",
+        f"{t.resume!r}",
+        "false, true, a run folder, or an MLflow run id",
+    )
+    need(bool(cfg.tracking.experiment.strip()), "tracking.experiment", "empty", "a non-empty experiment name")
     need(o.lr > 0, "optimizer.lr", f"{o.lr}", "a positive float such as 3e-5")
     need(o.weight_decay >= 0, "optimizer.weight_decay", f"{o.weight_decay}", ">= 0")
     need(0 <= o.warmup_ratio < 1, "optimizer.warmup_ratio", f"{o.warmup_ratio}", "0 <= r < 1")

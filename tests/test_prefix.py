@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ptexp.config import UserError
 from ptexp.methods import build_model
 from ptexp.methods.prefix import PrefixTuningModel, cache_keyword
 from ptexp.models import SequenceClassifier, count_parameters, load_backbone, load_tokenizer
@@ -45,8 +46,9 @@ def reference_logits(model: PrefixTuningModel, input_ids, attention_mask, shift:
     bert = model.classifier.backbone
     cfg = bert.config
     heads, head_dim = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
-    kv = model.prefix_encoder.key_values().detach()  # (layers, 2, P, hidden)
+    kv = model.prefix_encoder.key_values().detach()  # (prefixed layers, 2, P, hidden)
     P = kv.shape[2]
+    first = cfg.num_hidden_layers - kv.shape[0]  # layers below this one have no prefix
     B, L = input_ids.shape
     positions = torch.arange(L) + (P if shift else 0)
     emb = bert.embeddings
@@ -58,6 +60,7 @@ def reference_logits(model: PrefixTuningModel, input_ids, attention_mask, shift:
     x = emb.LayerNorm(x)
     key_mask = torch.cat([torch.ones(B, P), attention_mask.float()], dim=1)  # (B, P+L)
     bias = (1.0 - key_mask)[:, None, None, :] * torch.finfo(torch.float32).min
+    plain_bias = bias[..., P:]
 
     def split(t):  # (B, T, hidden) -> (B, heads, T, head_dim)
         return t.view(t.shape[0], t.shape[1], heads, head_dim).transpose(1, 2)
@@ -65,10 +68,11 @@ def reference_logits(model: PrefixTuningModel, input_ids, attention_mask, shift:
     for i, layer in enumerate(bert.encoder.layer):
         att = layer.attention.self
         q, k, v = split(att.query(x)), split(att.key(x)), split(att.value(x))
-        pk = split(kv[i, 0].expand(B, -1, -1))
-        pv = split(kv[i, 1].expand(B, -1, -1))
-        k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(head_dim) + bias
+        if i >= first:
+            pk = split(kv[i - first, 0].expand(B, -1, -1))
+            pv = split(kv[i - first, 1].expand(B, -1, -1))
+            k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(head_dim) + (bias if i >= first else plain_bias)
         ctx = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, L, -1)
         out = layer.attention.output
         x = out.LayerNorm(out.dense(ctx) + x)
@@ -112,10 +116,13 @@ def test_padded_row_equals_the_same_row_unpadded(overrides):
     torch.testing.assert_close(together[0], alone[0], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("shift", [False, True])
-def test_logits_match_independent_eager_reference_not_peft_which_cannot_run_on_transformers_5_24(shift):
-    """PEFT 0.21 prefix tuning cannot run on transformers >= 5.24, so the reference is BERT written out by hand."""
-    _, model, tokenizer = build("method=prefix", "prefix_length=5", f"prefix.shift_positions={shift}")
+@pytest.mark.parametrize("shift,layers", [(False, "null"), (True, "null"), (False, 1)])
+def test_logits_match_independent_eager_reference_not_peft_which_cannot_run_on_transformers_5_24(shift, layers):
+    """PEFT 0.21 prefix tuning cannot run on transformers >= 5.24, so the reference is BERT written out by hand.
+    (tests/compat compares with PEFT itself where it runs.)"""
+    _, model, tokenizer = build(
+        "method=prefix", "prefix_length=5", f"prefix.shift_positions={shift}", f"prefix.layers={layers}"
+    )
     randomise_prefix(model)
     input_ids, mask = batch(tokenizer)
     with torch.no_grad():
@@ -163,6 +170,18 @@ def test_trainable_count_matches_formula(length):
     assert trainable_names == {"prefix_encoder.prefix", "classifier.head.weight", "classifier.head.bias"}
 
 
+def test_top_k_layers_prefix_counts_and_gradients():
+    _, model, tokenizer = build("method=prefix", "prefix_length=4", "prefix.layers=1")
+    c = model.classifier.config
+    assert model.prefix_encoder.prefix.shape == (1, 2, 4, c.hidden_size)
+    assert count_parameters(model)[1] == 1 * 2 * 4 * c.hidden_size + c.hidden_size * 2 + 2
+    input_ids, mask = batch(tokenizer)
+    F.cross_entropy(model(input_ids, mask), torch.tensor([1, 0])).backward()
+    assert bool((model.prefix_encoder.prefix.grad.abs().sum(dim=(2, 3)) > 0).all())
+    with pytest.raises(UserError, match=r"prefix\.layers"):
+        build("method=prefix", "prefix.layers=3")
+
+
 def test_trainable_count_with_projection_matches_formula():
     _, model, _ = build("method=prefix", "prefix_length=6", "prefix.projection=true", "prefix.projection_hidden=24")
     c = model.classifier.config
@@ -188,8 +207,6 @@ def test_prefix_dropout_only_while_training():
 
 
 def test_prefix_longer_than_position_budget_is_rejected():
-    from ptexp.config import UserError
-
     with pytest.raises(UserError, match="prefix_length"):
         build("method=prefix", "prefix_length=500", "data.max_length=64")
 

@@ -9,7 +9,10 @@ Positions: by default real tokens keep positions 0..L-1, as in pre-training, by 
 ``position_ids`` (otherwise the model would shift them to P..P+L-1, as PEFT's prefix tuning does);
 ``prefix.shift_positions=true`` restores that shift so its effect can be measured.
 
-Trainable parameters: layers x 2 x P x hidden for the plain prefix; with ``prefix.projection`` an
+``prefix.layers=k`` puts prefixes in the top k layers only: the layers below get an empty cache entry, and a
+pre-hook on their self-attention drops the P prefix columns from the (shared) attention mask.
+
+Trainable parameters: prefixed layers x 2 x P x hidden for the plain prefix; with ``prefix.projection`` an
 embedding (P x hidden) feeds an MLP hidden -> projection_hidden -> layers x 2 x hidden (with biases).
 The classification head trains too.
 """
@@ -85,23 +88,45 @@ class PrefixTuningModel(nn.Module):
         self.length = length
         self.shift_positions = bool(options.shift_positions)
         self.cache_keyword = cache_keyword(classifier.backbone)
+        prefixed_layers = config.num_hidden_layers if options.layers is None else int(options.layers)
+        if not 1 <= prefixed_layers <= config.num_hidden_layers:
+            raise UserError(
+                f"prefix.layers: {options.layers}; valid: null (all) or 1..{config.num_hidden_layers} (top k)"
+            )
         self.prefix_encoder = PrefixEncoder(
-            config.num_hidden_layers, config.num_attention_heads, config.hidden_size, length, options
+            prefixed_layers, config.num_attention_heads, config.hidden_size, length, options
         )
         classifier.requires_grad_(False)
         classifier.head.requires_grad_(True)
+        # Layers below the prefixed ones get an empty prefix, and their attention mask loses the P prefix columns.
+        layers = classifier.backbone.encoder.layer
+        for layer in layers[: self.first_prefixed]:
+            layer.attention.self.register_forward_pre_hook(self._drop_prefix_columns, with_kwargs=True)
+
+    @property
+    def first_prefixed(self) -> int:
+        return self.classifier.config.num_hidden_layers - self.prefix_encoder.num_layers
+
+    def _drop_prefix_columns(self, module: nn.Module, args: tuple, kwargs: dict):
+        mask = kwargs.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.shape[-1] > self.length:
+            kwargs["attention_mask"] = mask[..., self.length :]
+        return args, kwargs
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         batch, seq_len = input_ids.shape
-        cache = DynamicCache(ddp_cache_data=self.prefix_encoder(batch))  # forward mutates it: new each call
+        prefixed = self.prefix_encoder(batch)
+        empty = prefixed[0][0].new_zeros(batch, self.prefix_encoder.num_heads, 0, self.prefix_encoder.head_dim)
+        key_values = [(empty, empty)] * self.first_prefixed + prefixed
+        cache = DynamicCache(ddp_cache_data=key_values)  # forward mutates the cache: a new one for every call
         prefix_mask = attention_mask.new_ones(batch, self.length)
+        offset = self.length if self.shift_positions else 0
+        positions = torch.arange(offset, offset + seq_len, device=input_ids.device)
         inputs = {
             self.cache_keyword: cache,
             "backbone_attention_mask": torch.cat([prefix_mask, attention_mask], dim=1),
+            "position_ids": positions.unsqueeze(0).expand(batch, -1),
         }
-        if not self.shift_positions:
-            positions = torch.arange(seq_len, device=input_ids.device)
-            inputs["position_ids"] = positions.unsqueeze(0).expand(batch, -1)
         return self.classifier(input_ids, attention_mask, **inputs)
 
 
@@ -138,7 +163,7 @@ def build(cfg: DictConfig, classifier: SequenceClassifier) -> nn.Module:
             tokenizer = load_tokenizer(cfg.model)
             ids = tokenizer(cfg.prefix.init_text, add_special_tokens=False)["input_ids"]
             ids = repeat_to_length(ids, model.length, "prefix.init_text")
-            encoder.prefix.copy_(token_key_values(classifier.backbone, ids))
+            encoder.prefix.copy_(token_key_values(classifier.backbone, ids)[model.first_prefixed :])
     return model
 
 
