@@ -1,27 +1,43 @@
-"""Command line: ``python -m ptexp [group=option ...] [key=value ...]`` (Hydra; ``-m`` for sweeps)."""
+"""Command line: ``python -m ptexp [group=option ...] [key=value ...]`` (Hydra; ``-m`` for sweeps).
+
+Torch, transformers and MLflow are imported only after the cheap checks (group options, value types, unknown
+keys, trainer and tracking settings, the tracking server, ``trainer.resume``), so that those mistakes fail in
+about a second.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import shutil
+import signal
 import sys
+import warnings
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, open_dict
 
-from ptexp import config as _config  # noqa: F401  (registers the structured config schemas)
-from ptexp.config import UserError
-from ptexp.trainer import TrainingDiverged, run_experiment, tracking_uri
+from ptexp import config as _config  # registers the structured config schemas
+from ptexp.checkpoint import resume_target
+from ptexp.config import UserError, validate_trainer_and_tracking
+from ptexp.tracking import SCHEMA_MATCHING_WARNING, probe_server, tracking_uri
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+warnings.filterwarnings("ignore", message=SCHEMA_MATCHING_WARNING)
 
 
 def check_group_choices(argv: list[str]) -> None:
     """Exit with one short line for ``group=option`` arguments that name no option (before Hydra's longer one)."""
     groups = {d.name: sorted(f.stem for f in d.glob("*.yaml")) for d in CONF_DIR.iterdir() if d.is_dir()}
+    groups["hydra/launcher"] = ["basic", *sorted(f.stem for f in (CONF_DIR / "hydra" / "launcher").glob("*.yaml"))]
     for arg in argv:
         key, sep, value = arg.lstrip("+~").partition("=")
-        if not sep or key not in groups or "(" in value or value in ("null", ""):
+        if not sep or key not in groups or key == "hydra" or "(" in value or value in ("null", ""):
             continue
         for option in value.split(","):
             if option not in groups[key]:
@@ -29,21 +45,134 @@ def check_group_choices(argv: list[str]) -> None:
                 sys.exit(2)
 
 
+def check_value_types(argv: list[str]) -> None:
+    """Exit with one short line for ``key=value`` arguments whose value the schema's type refuses (before Hydra's
+    longer message): each key is tried on the schema with every section filled in with its defaults."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ValidationError
+
+    c = _config
+    schema = OmegaConf.structured(
+        c.Config(
+            model=c.ModelConfig(),
+            method=c.MethodConfig(),
+            data=c.DataConfig(),
+            optimizer=c.OptimizerConfig(),
+            prefix=c.PrefixOptions(),
+            prompt=c.PromptOptions(),
+            lora=c.LoraOptions(),
+            ia3=c.IA3Options(),
+        )
+    )
+    groups = {d.name for d in CONF_DIR.iterdir() if d.is_dir()}
+    parser = OverridesParser.create()
+    for arg in argv:
+        key = arg.split("=", 1)[0].lstrip("+~")
+        if arg.startswith("-") or "=" not in arg or key in groups or key.startswith("hydra"):
+            continue
+        try:
+            override = parser.parse_override(arg)
+            values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+        except Exception:
+            continue  # not ours to judge: Hydra reports it
+        key = override.key_or_group
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(schema, parent) if parent else schema
+        typed = OmegaConf.is_dict(node) and OmegaConf.get_type(node) is not dict  # not e.g. model.config_overrides
+        if typed and not arg.startswith("+") and leaf not in list(node.keys()):
+            print(f"error: {key}: no such key; valid: {', '.join(node)}", file=sys.stderr)
+            sys.exit(2)
+        for value in values:
+            try:
+                OmegaConf.update(schema.copy(), key, value, merge=True)
+            except ValidationError as err:
+                print(f"error: {key}: {value!r} is not valid; valid: {_expected(str(err))}", file=sys.stderr)
+                sys.exit(2)
+            except Exception:
+                break  # not ours to judge: Hydra reports it
+
+
+def _expected(message: str) -> str:
+    first = message.strip().splitlines()[0]
+    for needle, expected in (
+        ("to Integer", "an integer"),
+        ("to Float", "a number, e.g. 3e-5"),
+        ("valid bool", "true or false"),
+    ):
+        if needle in first:
+            return expected
+    match = re.search(r"expected one of \[(.*)\]", first)
+    return match.group(1) if match else first
+
+
+def drop_empty_run_dir(run_dir: Path) -> None:
+    """After a mistake, remove the run folder Hydra made if it holds nothing but Hydra's own files."""
+    if run_dir.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the date folder and runs/, if this was their only run
+            run_dir.parent.rmdir()
+            run_dir.parent.parent.rmdir()
+
+
+def threads_per_job(cfg: DictConfig) -> None:
+    """Parallel launchers (joblib): give each job an equal share of the cores unless trainer.threads is set."""
+    n_jobs = HydraConfig.get().launcher.get("n_jobs")
+    if cfg.trainer.threads is not None or not isinstance(n_jobs, int) or n_jobs == 0:
+        return
+    cores = os.cpu_count() or 1
+    workers = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib: -1 = every core, -2 = all but one
+    with open_dict(cfg):
+        cfg.trainer.threads = max(1, cores // workers)
+
+
+def early_checks(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> Path:
+    """What can fail without torch, in about a second: the trainer and tracking keys, a tracking server that does
+    not answer, and what ``trainer.resume`` names. Returns the run folder to use (the resumed one, if any)."""
+    validate_trainer_and_tracking(cfg)
+    if cfg.tracking.enabled and tracking_uri(cfg).startswith(("http://", "https://")):
+        probe_server(tracking_uri(cfg))
+    target = resume_target(cfg, run_dir, in_sweep)
+    if target is not None and target != run_dir:  # resuming elsewhere: this invocation's folder stays empty
+        drop_empty_run_dir(run_dir)
+        return target
+    return run_dir
+
+
+def fail(err: UserError, run_dir: Path) -> NoReturn:
+    print(f"error: {err}", file=sys.stderr)
+    drop_empty_run_dir(run_dir)
+    sys.exit(2)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     """Run one experiment; returns the final eval accuracy (what sweepers optimise)."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    if in_sweep:
+        threads_per_job(cfg)
     try:
-        result = run_experiment(cfg, run_dir, list(HydraConfig.get().overrides.task))
+        run_dir = early_checks(cfg, run_dir, in_sweep)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        fail(err, run_dir)
+    except KeyboardInterrupt:
+        sys.exit(128 + signal.SIGINT)
+
+    from ptexp.trainer import TrainingDiverged, run_experiment, tracking_uri
+
+    try:
+        result = run_experiment(cfg, run_dir, list(hydra_cfg.overrides.task), in_sweep=in_sweep)
+    except UserError as err:
+        fail(err, run_dir)
     except TrainingDiverged as err:
         print(f"error: training diverged: {err}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print("interrupted: the run is marked KILLED", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"interrupted by {signal.Signals(signum).name}: the run is marked KILLED", file=sys.stderr)
+        sys.exit(128 + signum)
     accuracy = result["eval/accuracy"]
     print(
         f"[ptexp] done: eval accuracy {accuracy:.4f}, macro-F1 {result['eval/macro_f1']:.4f}, "
@@ -58,4 +187,5 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     check_group_choices(sys.argv[1:])
+    check_value_types(sys.argv[1:])
     main()

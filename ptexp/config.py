@@ -199,6 +199,32 @@ def register_configs() -> None:
 register_configs()
 
 
+def validate_trainer_and_tracking(cfg: DictConfig) -> None:
+    """The trainer's and tracking's checks: cheap (no torch), so the CLI runs them before loading anything."""
+
+    def need(ok: bool, key: str, problem: str, valid: str) -> None:
+        if not ok:
+            raise UserError(f"{key}: {problem}; valid: {valid}")
+
+    t = cfg.trainer
+    need(t.epochs >= 1, "trainer.epochs", f"{t.epochs}", "an integer >= 1")
+    need(t.max_steps is None or t.max_steps >= 1, "trainer.max_steps", f"{t.max_steps}", "null or >= 1")
+    need(t.batch_size >= 1, "trainer.batch_size", f"{t.batch_size}", "an integer >= 1")
+    need(t.eval_batch_size >= 1, "trainer.eval_batch_size", f"{t.eval_batch_size}", "an integer >= 1")
+    need(t.eval_every >= 0, "trainer.eval_every", f"{t.eval_every}", "0 (per epoch) or a step count")
+    need(t.log_every >= 1, "trainer.log_every", f"{t.log_every}", "an integer >= 1")
+    need(t.grad_clip is None or t.grad_clip > 0, "trainer.grad_clip", f"{t.grad_clip}", "null or > 0")
+    need(t.threads is None or t.threads >= 1, "trainer.threads", f"{t.threads}", "null or >= 1")
+    need(t.checkpoint_every >= 0, "trainer.checkpoint_every", f"{t.checkpoint_every}", "0 (epoch ends) or a step count")
+    need(
+        isinstance(t.resume, (bool, str)) and t.resume != "",
+        "trainer.resume",
+        f"{t.resume!r}",
+        "false, true, a run folder, or an MLflow run id",
+    )
+    need(bool(cfg.tracking.experiment.strip()), "tracking.experiment", "empty", "a non-empty experiment name")
+
+
 def validate(cfg: DictConfig) -> None:
     """Checks across keys that the schema alone cannot express. Raises UserError."""
     from ptexp.methods import METHODS
@@ -224,23 +250,8 @@ def validate(cfg: DictConfig) -> None:
     if cfg.lora is not None:
         need(cfg.lora.r >= 1, "lora.r", f"{cfg.lora.r}", "an integer >= 1")
         need(0 <= cfg.lora.dropout < 1, "lora.dropout", f"{cfg.lora.dropout}", "0 <= p < 1")
-    t, o, d = cfg.trainer, cfg.optimizer, cfg.data
-    need(t.epochs >= 1, "trainer.epochs", f"{t.epochs}", "an integer >= 1")
-    need(t.max_steps is None or t.max_steps >= 1, "trainer.max_steps", f"{t.max_steps}", "null or >= 1")
-    need(t.batch_size >= 1, "trainer.batch_size", f"{t.batch_size}", "an integer >= 1")
-    need(t.eval_batch_size >= 1, "trainer.eval_batch_size", f"{t.eval_batch_size}", "an integer >= 1")
-    need(t.eval_every >= 0, "trainer.eval_every", f"{t.eval_every}", "0 (per epoch) or a step count")
-    need(t.log_every >= 1, "trainer.log_every", f"{t.log_every}", "an integer >= 1")
-    need(t.grad_clip is None or t.grad_clip > 0, "trainer.grad_clip", f"{t.grad_clip}", "null or > 0")
-    need(t.threads is None or t.threads >= 1, "trainer.threads", f"{t.threads}", "null or >= 1")
-    need(t.checkpoint_every >= 0, "trainer.checkpoint_every", f"{t.checkpoint_every}", "0 (epoch ends) or a step count")
-    need(
-        isinstance(t.resume, (bool, str)) and t.resume != "",
-        "trainer.resume",
-        f"{t.resume!r}",
-        "false, true, a run folder, or an MLflow run id",
-    )
-    need(bool(cfg.tracking.experiment.strip()), "tracking.experiment", "empty", "a non-empty experiment name")
+    validate_trainer_and_tracking(cfg)
+    o, d = cfg.optimizer, cfg.data
     need(o.lr > 0, "optimizer.lr", f"{o.lr}", "a positive float such as 3e-5")
     need(o.weight_decay >= 0, "optimizer.weight_decay", f"{o.weight_decay}", ">= 0")
     need(0 <= o.warmup_ratio < 1, "optimizer.warmup_ratio", f"{o.warmup_ratio}", "0 <= r < 1")

@@ -15,11 +15,25 @@ import torch.nn.functional as F
 import transformers
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, RandomSampler
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from ptexp.adapters import adapter_bytes, backbone_fingerprint, save_adapter
+from ptexp.checkpoint import (
+    CKPT,
+    Interrupted,
+    StopSignals,
+    load_checkpoint,
+    read_result,
+    restore,
+    resume_target,
+    resumed_config,
+    rewind_metrics,
+    save_checkpoint,
+    set_rng_states,
+    write_result,
+)
 from ptexp.config import OptimizerConfig, OptimizerName, Schedule, UserError, validate
 from ptexp.data import Collator, Dataset, EncodedSplit, LengthGroupedBatches, encode, load_dataset
 from ptexp.methods import METHODS, build_model
@@ -74,13 +88,29 @@ def build_experiment(cfg: DictConfig, device: torch.device) -> Experiment:
     return Experiment(dataset, tokenizer, build_model(cfg, classifier).to(device), fingerprint)
 
 
-def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict[str, float]:
+def run_experiment(
+    cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None, in_sweep: bool = False
+) -> dict[str, float]:
     """Load data and model, wrap it with the method, train, evaluate, save the adapter and track.
 
     ``overrides`` are the command-line overrides that composed ``cfg``; the adapter keeps them so that
-    ``ptexp.evaluate`` can rebuild the same model. Returns the final metrics.
+    ``ptexp.evaluate`` can rebuild the same model. With ``trainer.resume`` the run continues in the folder it
+    names (see :mod:`ptexp.checkpoint`); ``in_sweep`` says this is one job of a sweep. Returns the final metrics.
     """
     prepare_config(cfg)
+    state = None
+    target = resume_target(cfg, run_dir, in_sweep)
+    if target is not None:
+        done = read_result(target)
+        if done is not None:
+            print(f"[ptexp] {target} already finished; nothing to resume", flush=True)
+            return done
+        state = load_checkpoint(target)
+        cfg = resumed_config(cfg, state["meta"]["config"], overrides)
+        rewind_metrics(target, state)
+        overrides = state["meta"].get("overrides", overrides)  # the original command's, for the adapter
+        prepare_config(cfg)
+        run_dir = target
     run_dir.mkdir(parents=True, exist_ok=True)
     t = cfg.trainer
     if t.threads:
@@ -89,58 +119,108 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     device = pick_device(t.device)
-    tracker = RunTracker(cfg, run_dir)  # connects first: an unreachable store fails before any work
+    with StopSignals() as stop:
+        tracker = RunTracker(cfg, run_dir)  # connects first: an unreachable store fails before any work
 
-    built = build_experiment(cfg, device)
-    dataset, tokenizer, model = built.dataset, built.tokenizer, built.model
-    train_set = encode(dataset.train, tokenizer, cfg.data.max_length)
-    eval_set = encode(dataset.eval, tokenizer, cfg.data.max_length)
-    total, trainable = count_parameters(model)
-    counts = {
-        "params/total": total,
-        "params/trainable": trainable,
-        "params/trainable_pct": 100 * trainable / total,
-    }
+        built = build_experiment(cfg, device)
+        dataset, tokenizer, model = built.dataset, built.tokenizer, built.model
+        if state is not None:
+            check_resumable(state, model, built.base_fingerprint, run_dir)
+        token_cache = Path(cfg.output_root).resolve() / "cache" / "tokens"  # shared by every job of a sweep
+        train_set = encode(dataset.train, tokenizer, cfg.data.max_length, token_cache)
+        eval_set = encode(dataset.eval, tokenizer, cfg.data.max_length, token_cache)
+        total, trainable = count_parameters(model)
+        counts = {
+            "params/total": total,
+            "params/trainable": trainable,
+            "params/trainable_pct": 100 * trainable / total,
+        }
 
-    tags = {
-        "ptexp.method": cfg.method.name,
-        "ptexp.model": cfg.model.name,
-        "ptexp.data": cfg.data.name,
-        "ptexp.train_origin": dataset.train.origin,
-        "ptexp.eval_origin": dataset.eval.origin,
-        "version.torch": torch.__version__,
-        "version.transformers": transformers.__version__,
-        "version.python": platform.python_version(),
-        "device": str(device),
-    }
-    seed = f"s{cfg.seed}"
-    prefix = f"-P{cfg.prefix_length}" if cfg.prefix_length is not None else ""
-    name = cfg.tracking.run_name or f"{cfg.method.name}{prefix}-{cfg.model.name}-{cfg.data.name}-{seed}"
-    tracker.start(name, config_params(cfg), tags)
-    try:
-        tracker.log_metrics({**counts, "data/train_rows": len(train_set), "data/eval_rows": len(eval_set)}, 0)
-        for artifact in ("config.yaml", "overrides.yaml"):
-            if (run_dir / ".hydra" / artifact).exists():
-                tracker.log_artifact(run_dir / ".hydra" / artifact)
-        print(
-            f"[ptexp] {name}: {trainable:,} of {total:,} parameters train ({counts['params/trainable_pct']:.3f}%); "
-            f"{len(train_set)} train / {len(eval_set)} eval rows; {tracker.url_hint}",
-            flush=True,
+        tags = {
+            "ptexp.method": cfg.method.name,
+            "ptexp.model": cfg.model.name,
+            "ptexp.data": cfg.data.name,
+            "ptexp.train_origin": dataset.train.origin,
+            "ptexp.eval_origin": dataset.eval.origin,
+            "version.torch": torch.__version__,
+            "version.transformers": transformers.__version__,
+            "version.python": platform.python_version(),
+            "device": str(device),
+        }
+        seed = f"s{cfg.seed}"
+        prefix = f"-P{cfg.prefix_length}" if cfg.prefix_length is not None else ""
+        name = cfg.tracking.run_name or f"{cfg.method.name}{prefix}-{cfg.model.name}-{cfg.data.name}-{seed}"
+        if state is not None:
+            tags["ptexp.resumed_at_step"] = str(state["loop"]["step"])
+        tracker.start(name, config_params(cfg), tags, resume=state is not None)
+        try:
+            if state is None:
+                tracker.log_metrics({**counts, "data/train_rows": len(train_set), "data/eval_rows": len(eval_set)}, 0)
+                for artifact in ("config.yaml", "overrides.yaml"):
+                    if (run_dir / ".hydra" / artifact).exists():
+                        tracker.log_artifact(run_dir / ".hydra" / artifact)
+            else:
+                print(f"[ptexp] resuming {run_dir} at step {state['loop']['step']}", flush=True)
+            print(
+                f"[ptexp] {name}: {trainable:,} of {total:,} parameters train ({counts['params/trainable_pct']:.3f}%); "
+                f"{len(train_set)} train / {len(eval_set)} eval rows; {tracker.url_hint}",
+                flush=True,
+            )
+            meta = {
+                "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+                "fingerprint": built.base_fingerprint,
+                "overrides": list(overrides or []),
+            }
+            result = train(
+                model,
+                train_set,
+                eval_set,
+                cfg,
+                tracker,
+                device,
+                Collator(tokenizer.pad_token_id),
+                run_dir=run_dir,
+                resume=state,
+                stop=stop,
+                meta=meta,
+            )
+            adapter_dir = save_adapter(
+                model, cfg, run_dir / "adapter", built.base_fingerprint, overrides or [], dataset.label_names, result
+            )
+            result["adapter/bytes"] = adapter_bytes(adapter_dir)
+            tracker.log_metrics({"adapter/bytes": result["adapter/bytes"]}, result["train/steps"])
+            tracker.log_artifacts(adapter_dir, "adapter")
+            tracker.log_artifact(tracker.metrics_file)
+        except BaseException as err:
+            tracker.set_tag("ptexp.error", f"{type(err).__name__}: {err}"[:5000])
+            tracker.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+            if isinstance(err, KeyboardInterrupt) and (run_dir / CKPT).is_file():
+                again = (
+                    f"the same sweep command with trainer.resume=true hydra.sweep.dir={run_dir.parent}"
+                    if in_sweep
+                    else f"python -m ptexp trainer.resume={run_dir}"
+                )
+                print(f"[ptexp] checkpoint saved in {run_dir}; go on with: {again}", file=sys.stderr, flush=True)
+            raise
+        result = {**counts, **result}
+        write_result(run_dir, result, t.keep_checkpoint)
+        tracker.finish("FINISHED")
+    return result
+
+
+def check_resumable(state: dict, model: nn.Module, fingerprint: str, run_dir: Path) -> None:
+    """The rebuilt model must be the one the checkpoint trained: same base weights, same trained tensors."""
+    if state["meta"]["fingerprint"] != fingerprint:
+        raise UserError(
+            f"trainer.resume: the base model rebuilt now differs from the one {run_dir} was trained on; valid: "
+            "the same model.name_or_path (and weights) as the original run"
         )
-        result = train(model, train_set, eval_set, cfg, tracker, device, Collator(tokenizer.pad_token_id))
-        adapter_dir = save_adapter(
-            model, cfg, run_dir / "adapter", built.base_fingerprint, overrides or [], dataset.label_names, result
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    if names != set(state["trainable"]):
+        raise UserError(
+            f"trainer.resume: the tensors that train now differ from {run_dir}'s checkpoint; valid: the run's "
+            "method and model options"
         )
-        result["adapter/bytes"] = adapter_bytes(adapter_dir)
-        tracker.log_metrics({"adapter/bytes": result["adapter/bytes"]}, result["train/steps"])
-        tracker.log_artifacts(adapter_dir, "adapter")
-        tracker.log_artifact(tracker.metrics_file)
-    except BaseException as err:
-        tracker.set_tag("ptexp.error", f"{type(err).__name__}: {err}"[:5000])
-        tracker.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
-        raise
-    tracker.finish("FINISHED")
-    return {**counts, **result}
 
 
 def make_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
@@ -198,6 +278,13 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB -> MiB (process peak RSS)
 
 
+def make_batches(train_set: EncodedSplit, t, generator: torch.Generator):
+    """An iterable of index lists, one per batch, reshuffled by ``generator`` on every pass."""
+    if t.group_by_length:
+        return LengthGroupedBatches([len(ids) for ids in train_set.input_ids], t.batch_size, generator)
+    return BatchSampler(RandomSampler(train_set, generator=generator), t.batch_size, drop_last=False)
+
+
 def train(
     model: nn.Module,
     train_set: EncodedSplit,
@@ -206,16 +293,21 @@ def train(
     tracker: RunTracker,
     device: torch.device,
     collate: Collator,
+    run_dir: Path | None = None,
+    resume: dict | None = None,
+    stop: StopSignals | None = None,
+    meta: dict | None = None,
 ) -> dict[str, float]:
-    """The loop: shuffle, forward, cross-entropy, backward, clip, step; log and evaluate on schedule."""
+    """The loop: shuffle, forward, cross-entropy, backward, clip, step; log, evaluate and checkpoint on schedule.
+
+    With ``run_dir`` it checkpoints every ``trainer.checkpoint_every`` steps, at each epoch end and when ``stop``
+    caught SIGINT/SIGTERM (then it raises :class:`Interrupted`); ``resume`` is a loaded checkpoint to go on from.
+    """
     t = cfg.trainer
+    stop = stop or StopSignals()
     generator = torch.Generator().manual_seed(cfg.seed)
-    if t.group_by_length:
-        batches = LengthGroupedBatches([len(ids) for ids in train_set.input_ids], t.batch_size, generator)
-        loader = DataLoader(train_set, batch_sampler=batches, collate_fn=collate)
-    else:
-        loader = DataLoader(train_set, t.batch_size, shuffle=True, generator=generator, collate_fn=collate)
-    total_steps = t.max_steps or len(loader) * t.epochs
+    batches = make_batches(train_set, t, generator)
+    total_steps = t.max_steps or len(batches) * t.epochs
     optimizer = make_optimizer(model, cfg.optimizer)
     scheduler = make_scheduler(optimizer, cfg.optimizer, total_steps)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -223,90 +315,123 @@ def train(
         torch.cuda.reset_peak_memory_stats(device)
 
     def run_eval(at_step: int) -> dict[str, float]:
-        nonlocal eval_seconds, best
         started = time.perf_counter()
         metrics = evaluate(model, eval_set, t.eval_batch_size, collate, device)
-        eval_seconds += time.perf_counter() - started
-        best = max(best, metrics["eval/accuracy"])
-        tracker.log_metrics({**metrics, "eval/best_accuracy": best}, at_step)
+        s["eval_s"] += time.perf_counter() - started
+        s["best"] = max(s["best"], metrics["eval/accuracy"])
+        tracker.log_metrics({**metrics, "eval/best_accuracy": s["best"]}, at_step)
         bar.write(
             f"[ptexp] step {at_step}: eval loss {metrics['eval/loss']:.4f}  "
             f"accuracy {metrics['eval/accuracy']:.4f}  macro-F1 {metrics['eval/macro_f1']:.4f}"
         )
         return metrics
 
-    step, epoch, samples, eval_seconds, best = 0, 0, 0, 0.0, 0.0
-    real_tokens = padded_tokens = 0
-    window_loss, window_steps, window_samples = 0.0, 0, 0
-    metrics: dict[str, float] = {}
-    started = window_start = time.perf_counter()
-    bar = tqdm(total=total_steps, desc=cfg.method.name, disable=not t.progress, dynamic_ncols=True, file=sys.stderr)
-    while step < total_steps:
-        epoch += 1
-        for batch in loader:
-            model.train()
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            logits = model(batch["input_ids"], batch["attention_mask"])
-            loss = F.cross_entropy(logits.float(), batch["labels"])
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"loss became {loss.item()} at step {step + 1} (optimizer.lr={cfg.optimizer.lr}); "
-                    "lower optimizer.lr or set trainer.grad_clip"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.grad_clip:
-                torch.nn.utils.clip_grad_norm_(trainable, t.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            rows = batch["labels"].numel()
-            samples += rows
-            real_tokens += int(batch["attention_mask"].sum())
-            padded_tokens += batch["attention_mask"].numel()
-            window_loss, window_steps, window_samples = (
-                window_loss + loss.item(),
-                window_steps + 1,
-                window_samples + rows,
-            )
-            bar.update(1)
-            if step % t.log_every == 0 or step == total_steps:
-                speed = window_samples / max(time.perf_counter() - window_start, 1e-9)
-                mean_loss = window_loss / window_steps
-                tracker.log_metrics(
-                    {
-                        "train/loss": mean_loss,
-                        "train/lr": scheduler.get_last_lr()[0],
-                        "train/samples_per_s": speed,
-                        "train/epoch": epoch,
-                    },
-                    step,
-                )
-                bar.set_postfix(loss=f"{mean_loss:.4f}", samples_per_s=f"{speed:.1f}")
-                window_loss, window_steps, window_samples = 0.0, 0, 0
-                window_start = time.perf_counter()
-            if t.eval_every and step % t.eval_every == 0 and step < total_steps:
-                metrics = run_eval(step)
-                window_start = time.perf_counter()
-            if step >= total_steps:
-                break
-        if not t.eval_every and step < total_steps:
-            metrics = run_eval(step)
-            window_start = time.perf_counter()
-    train_seconds = time.perf_counter() - started - eval_seconds
-    metrics = run_eval(step)
+    def checkpoint() -> None:
+        nonlocal clock
+        s["elapsed_s"], clock = s["elapsed_s"] + time.perf_counter() - clock, time.perf_counter()
+        s["metrics_bytes"] = tracker.metrics_file.stat().st_size if tracker.metrics_file.exists() else 0
+        if run_dir is not None:
+            save_checkpoint(run_dir, model, optimizer, scheduler, s, {**(meta or {}), "run_id": tracker.run_id})
+
+    # The loop's whole state: what a checkpoint saves besides weights, optimizer, scheduler and RNGs.
+    # epoch_rng is the data generator's state when the current epoch began; position counts its batches done.
+    s = {
+        "step": 0,
+        "epoch": 0,
+        "position": 0,
+        "epoch_rng": generator.get_state(),
+        "samples": 0,
+        "real_tokens": 0,
+        "padded_tokens": 0,
+        "window_loss": 0.0,
+        "window_steps": 0,
+        "best": 0.0,
+        "elapsed_s": 0.0,  # wall time of the loop (evaluations included), over every process that ran it
+        "eval_s": 0.0,
+    }
+    if resume is not None:
+        s.update(restore(resume, model, optimizer, scheduler))
+        generator.set_state(s["epoch_rng"])
+        set_rng_states(resume["rng"])
+    window_samples, clock, window_start = 0, time.perf_counter(), time.perf_counter()
+    bar = tqdm(total=total_steps, initial=s["step"], desc=cfg.method.name, disable=not t.progress, file=sys.stderr)
+    with stop.deferred():  # in the loop, SIGINT/SIGTERM wait for the end of the step, then checkpoint and stop
+        while s["step"] < total_steps:
+            if s["position"] == 0:  # a new epoch; else a resumed one, whose generator state is restored above
+                s["epoch"] += 1
+                s["epoch_rng"] = generator.get_state()
+            for index, indices in enumerate(batches):
+                if index < s["position"]:
+                    continue  # consumed before the interruption
+                batch = collate([train_set[i] for i in indices])
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                model.train()
+                logits = model(batch["input_ids"], batch["attention_mask"])
+                loss = F.cross_entropy(logits.float(), batch["labels"])
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"loss became {loss.item()} at step {s['step'] + 1} (optimizer.lr={cfg.optimizer.lr}); "
+                        "lower optimizer.lr or set trainer.grad_clip"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if t.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(trainable, t.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                s["step"] += 1
+                s["position"] = index + 1
+                rows = batch["labels"].numel()
+                s["samples"] += rows
+                s["real_tokens"] += int(batch["attention_mask"].sum())
+                s["padded_tokens"] += batch["attention_mask"].numel()
+                s["window_loss"] += loss.item()
+                s["window_steps"] += 1
+                window_samples += rows
+                bar.update(1)
+                step = s["step"]
+                if step % t.log_every == 0 or step == total_steps:
+                    speed = window_samples / max(time.perf_counter() - window_start, 1e-9)
+                    mean_loss = s["window_loss"] / s["window_steps"]
+                    tracker.log_metrics(
+                        {
+                            "train/loss": mean_loss,
+                            "train/lr": scheduler.get_last_lr()[0],
+                            "train/samples_per_s": speed,
+                            "train/epoch": s["epoch"],
+                        },
+                        step,
+                    )
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", samples_per_s=f"{speed:.1f}")
+                    s["window_loss"], s["window_steps"], window_samples = 0.0, 0, 0
+                    window_start = time.perf_counter()
+                if t.eval_every and step % t.eval_every == 0 and step < total_steps:
+                    run_eval(step)
+                    window_start = time.perf_counter()
+                if stop.requested or (t.checkpoint_every and step % t.checkpoint_every == 0):
+                    checkpoint()
+                stop.check()
+                if step >= total_steps:
+                    break
+            s["position"], s["epoch_rng"] = 0, generator.get_state()  # the next epoch starts from here
+            if not t.eval_every and s["step"] < total_steps:
+                run_eval(s["step"])
+            checkpoint()  # at every epoch end, the last one included (a kill in the final eval resumes there)
+            stop.check()
+    train_seconds = s["elapsed_s"] + time.perf_counter() - clock - s["eval_s"]
+    metrics = run_eval(s["step"])
     bar.close()
     summary = {
         "time/train_s": train_seconds,
-        "time/eval_s": eval_seconds,
-        "throughput/train_samples_per_s": samples / max(train_seconds, 1e-9),
+        "time/eval_s": s["eval_s"],
+        "throughput/train_samples_per_s": s["samples"] / max(train_seconds, 1e-9),
         "memory/peak_mb": peak_memory_mb(device),
-        "train/steps": step,
-        "train/epochs": epoch,
-        "train/real_token_fraction": real_tokens / max(padded_tokens, 1),  # non-pad share of batch tokens
+        "train/steps": s["step"],
+        "train/epochs": s["epoch"],
+        "train/real_token_fraction": s["real_tokens"] / max(s["padded_tokens"], 1),  # non-pad share of batch tokens
     }
-    tracker.log_metrics(summary, step)
-    return {**metrics, "eval/best_accuracy": best, **summary}
+    tracker.log_metrics(summary, s["step"])
+    return {**metrics, "eval/best_accuracy": s["best"], **summary}
 
 
-__all__ = ["TrainingDiverged", "run_experiment", "tracking_uri"]
+__all__ = ["Interrupted", "TrainingDiverged", "run_experiment", "tracking_uri"]

@@ -42,6 +42,7 @@ def test_prefix_run_is_tracked_with_params_tags_counts_and_metric_history(tiny_c
     local = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert sum("train/loss" in row for row in local) == steps
     assert "metrics.jsonl" in [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert len(list((tmp_path / "outputs" / "cache" / "tokens").glob("*.json"))) == 2  # train + eval token ids
 
 
 @pytest.mark.parametrize("method", ["full", "prefix"])
