@@ -24,10 +24,9 @@ from omegaconf import DictConfig, open_dict
 
 from ptexp import config as _config  # registers the structured config schemas
 from ptexp.checkpoint import resume_target
-from ptexp.config import UserError, validate_trainer_and_tracking
+from ptexp.config import CONF_DIR, UserError, validate_trainer_and_tracking
 from ptexp.tracking import SCHEMA_MATCHING_WARNING, probe_server, tracking_uri
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 warnings.filterwarnings("ignore", message=SCHEMA_MATCHING_WARNING)
 
 
@@ -160,7 +159,7 @@ def main(cfg: DictConfig) -> float:
     except KeyboardInterrupt:
         sys.exit(128 + signal.SIGINT)
 
-    from ptexp.trainer import TrainingDiverged, run_experiment, tracking_uri
+    from ptexp.trainer import TrainingDiverged, run_experiment
 
     try:
         result = run_experiment(cfg, run_dir, list(hydra_cfg.overrides.task), in_sweep=in_sweep)

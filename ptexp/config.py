@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the Hydra config tree of this checkout
 
 
 class UserError(Exception):

@@ -18,11 +18,9 @@ from omegaconf import open_dict
 
 import ptexp.config  # noqa: F401  (registers the schemas)
 from ptexp.adapters import load_trained, read_adapter
-from ptexp.config import UserError
+from ptexp.config import CONF_DIR, UserError
 from ptexp.data import Collator, encode
 from ptexp.trainer import build_experiment, evaluate, pick_device, prepare_config
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def evaluate_adapter(folder: Path, overrides: list[str]) -> dict[str, float]:

@@ -38,7 +38,7 @@ from ptexp.config import OptimizerConfig, OptimizerName, Schedule, UserError, va
 from ptexp.data import Collator, Dataset, EncodedSplit, LengthGroupedBatches, encode, load_dataset
 from ptexp.methods import METHODS, build_model
 from ptexp.models import SequenceClassifier, count_parameters, load_backbone, load_tokenizer
-from ptexp.tracking import RunTracker, config_params, tracking_uri
+from ptexp.tracking import RunTracker, config_params
 
 
 class TrainingDiverged(RuntimeError):
@@ -434,4 +434,4 @@ def train(
     return {**metrics, "eval/best_accuracy": s["best"], **summary}
 
 
-__all__ = ["Interrupted", "TrainingDiverged", "run_experiment", "tracking_uri"]
+__all__ = ["Interrupted", "TrainingDiverged", "run_experiment"]
