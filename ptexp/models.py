@@ -117,12 +117,16 @@ class SequenceClassifier(nn.Module):
         self, hidden: torch.Tensor, pooler_output: torch.Tensor | None, attention_mask: torch.Tensor
     ) -> torch.Tensor:
         """Pool the real tokens' last hidden states (``attention_mask`` marks them) and apply the head."""
+        return self.head(self.dropout(self.pool(hidden, pooler_output, attention_mask)))
+
+    def pool(
+        self, hidden: torch.Tensor, pooler_output: torch.Tensor | None, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The sentence vector the head reads: BERT's pooler output, or the masked mean of the real tokens."""
         if self.pooling == Pooling.cls:
-            pooled = pooler_output
-        else:
-            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-        return self.head(self.dropout(pooled))
+            return pooler_output
+        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

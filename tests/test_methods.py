@@ -100,3 +100,27 @@ def test_peft_prefix_fails_clearly_naming_both_versions_on_transformers_5_24(tin
     message = str(info.value)
     assert f"PEFT {peft.__version__}" in message and f"transformers {transformers.__version__}" in message
     assert "method=prefix" in message
+
+
+def test_linear_probe_runs_the_backbone_once_per_example_and_matches_the_uncached_classifier(tiny_config, tmp_path):
+    cfg, model, tokenizer, data = build_parts(tiny_config, "linear_probe")
+    calls = []
+    model.backbone.register_forward_hook(
+        lambda module, args, kwargs, out: calls.append(len(kwargs["input_ids"])), with_kwargs=True
+    )
+    train_set, eval_set = encode(data.train, tokenizer, 64), encode(data.eval, tokenizer, 64)
+    cfg.trainer.max_steps, cfg.trainer.epochs, cfg.trainer.eval_every = None, 3, 0  # 3 epochs, 3 evaluations
+    train(model, train_set, eval_set, cfg, RunTracker(cfg, tmp_path), torch.device("cpu"), Collator(0))
+    distinct = len({tuple(ids) for ids in train_set.input_ids}) + len({tuple(ids) for ids in eval_set.input_ids})
+    assert model.backbone_rows == distinct
+    assert sum(calls) == distinct  # forward hooks see every backbone row: none ran twice
+
+    # The memoised features give the logits the plain classifier gives in eval mode.
+    batch = Collator(tokenizer.pad_token_id)([eval_set[i] for i in range(8)])
+    plain = SequenceClassifier(model.backbone, 2, cfg.model.pooling, 0.1)
+    plain.head = model.head
+    plain.eval(), model.eval()
+    with torch.inference_mode():
+        expected = plain(batch["input_ids"], batch["attention_mask"])
+        got = model(batch["input_ids"], batch["attention_mask"])
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
