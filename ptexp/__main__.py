@@ -115,14 +115,23 @@ def drop_empty_run_dir(run_dir: Path) -> None:
 
 
 def threads_per_job(cfg: DictConfig) -> None:
-    """Parallel launchers (joblib): give each job an equal share of the cores unless trainer.threads is set."""
-    n_jobs = HydraConfig.get().launcher.get("n_jobs")
-    if cfg.trainer.threads is not None or not isinstance(n_jobs, int) or n_jobs == 0:
+    """Parallel launchers: each job's torch threads, unless trainer.threads is set. joblib: an equal share of the
+    cores (cores // n_jobs); submitit (hydra/launcher=slurm, submitit_local): ``cpus_per_task``, the cores Slurm
+    allocates to each job."""
+    launcher = HydraConfig.get().launcher
+    n_jobs, cpus_per_task = launcher.get("n_jobs"), launcher.get("cpus_per_task")
+    if cfg.trainer.threads is not None:
         return
-    cores = os.cpu_count() or 1
-    workers = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib: -1 = every core, -2 = all but one
+    if isinstance(cpus_per_task, int) and cpus_per_task > 0:
+        threads = cpus_per_task
+    elif isinstance(n_jobs, int) and n_jobs != 0:
+        cores = os.cpu_count() or 1
+        workers = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib: -1 = every core, -2 = all but one
+        threads = max(1, cores // workers)
+    else:
+        return
     with open_dict(cfg):
-        cfg.trainer.threads = max(1, cores // workers)
+        cfg.trainer.threads = threads
 
 
 def early_checks(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> Path:
