@@ -27,11 +27,15 @@ test-slow: install
 
 # End-to-end checks in a real headless browser: an MLflow server, a tiny sweep logged to it, its UI and the HTML
 # report opened in Debian's Chromium (apt-installed here when missing; `sudo` when not root), screenshots in
-# outputs/e2e/. Playwright drives that Chromium; `playwright install` is never needed.
+# outputs/e2e/. Playwright drives that Chromium; `playwright install` is never needed. tests/e2e/test_tracking_server.py
+# runs scripts/tracking_server.sh (PostgreSQL + mlflow server): the e2e extra brings psycopg2, Debian's postgresql
+# package the server binaries (apt-installed here when no initdb is found).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 e2e: install $(VENV)/.e2e-installed
 	test -x /usr/bin/chromium || ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium)
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends postgresql)
 	$(PY) -m pytest -m e2e tests/e2e
 
 $(VENV)/.e2e-installed: $(VENV)/.installed pyproject.toml
