@@ -46,6 +46,7 @@ RUNTIME_KEYS = (
     "trainer.progress",
     "trainer.device",
     "trainer.threads",
+    "trainer.dist_timeout_s",
     "trainer.checkpoint_every",
     "trainer.keep_checkpoint",
     "tracking.",
@@ -128,8 +129,11 @@ def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
 
 
-def save_checkpoint(run_dir: Path, model: nn.Module, optimizer, scheduler, loop: dict, meta: dict) -> Path:
-    """Write the training state atomically (``ckpt.tmp`` -> fsync -> rename to ``ckpt.pt``)."""
+def save_checkpoint(
+    run_dir: Path, model: nn.Module, optimizer, scheduler, loop: dict, meta: dict, rng_ranks: list | None = None
+) -> Path:
+    """Write the training state atomically (``ckpt.tmp`` -> fsync -> rename to ``ckpt.pt``). Under torchrun,
+    ``rng_ranks`` holds every rank's RNG states (rank 0 writes the checkpoint for all)."""
     import torch
 
     state = {
@@ -141,6 +145,8 @@ def save_checkpoint(run_dir: Path, model: nn.Module, optimizer, scheduler, loop:
         "loop": loop,
         "meta": meta,
     }
+    if rng_ranks is not None:
+        state["rng_ranks"] = rng_ranks
     tmp, final = run_dir / TMP, run_dir / CKPT
     with tmp.open("wb") as f:
         torch.save(state, f)

@@ -51,6 +51,12 @@ class OptimizerName(str, Enum):
     sgd = "sgd"
 
 
+class Precision(str, Enum):
+    auto = "auto"  # bf16 autocast (and TF32 matmuls) on a CUDA device that supports bf16; fp32 otherwise
+    fp32 = "fp32"  # plain float32 (on CUDA with TF32 matmuls only under auto/bf16)
+    bf16 = "bf16"  # bfloat16 autocast on any device, the CPU included (TF32 matmuls for the rest on CUDA)
+
+
 class Schedule(str, Enum):
     linear = "linear"  # linear warm-up, then linear decay to zero
     constant = "constant"  # linear warm-up, then constant
@@ -158,6 +164,9 @@ class TrainerConfig:
     grad_clip: float | None = 1.0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    precision: Precision = Precision.auto  # auto | fp32 | bf16: autocast dtype (auto: bf16 on CUDA, fp32 on CPU)
+    compile: bool = False  # wrap the training forward in torch.compile
+    dist_timeout_s: int = 600  # under torchrun: how long a rank waits for the others in a collective, then fails
     deterministic: bool = True
     progress: bool = True
     checkpoint_every: int = 0  # also checkpoint every N steps; 0 = only at epoch ends and on SIGINT/SIGTERM
@@ -218,6 +227,13 @@ def validate_trainer_and_tracking(cfg: DictConfig) -> None:
     need(t.log_every >= 1, "trainer.log_every", f"{t.log_every}", "an integer >= 1")
     need(t.grad_clip is None or t.grad_clip > 0, "trainer.grad_clip", f"{t.grad_clip}", "null or > 0")
     need(t.threads is None or t.threads >= 1, "trainer.threads", f"{t.threads}", "null or >= 1")
+    need(
+        str(getattr(t.precision, "value", t.precision)) in {p.value for p in Precision},
+        "trainer.precision",
+        f"{t.precision!r}",
+        ", ".join(p.value for p in Precision),
+    )
+    need(t.dist_timeout_s >= 1, "trainer.dist_timeout_s", f"{t.dist_timeout_s}", "seconds, an integer >= 1")
     need(t.checkpoint_every >= 0, "trainer.checkpoint_every", f"{t.checkpoint_every}", "0 (epoch ends) or a step count")
     need(
         isinstance(t.resume, (bool, str)) and t.resume != "",

@@ -333,6 +333,9 @@ class SweepParentCallback(Callback):
         self.client = self.run_id = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: every process would start the sweep
+            print("error: -m: a sweep cannot run under torchrun; valid: one torchrun command per run", file=sys.stderr)
+            raise SystemExit(2)
         if not config.tracking.enabled:
             return
         try:

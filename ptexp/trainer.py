@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import platform
 import resource
+import shutil
+import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -30,11 +36,12 @@ from ptexp.checkpoint import (
     resume_target,
     resumed_config,
     rewind_metrics,
+    rng_states,
     save_checkpoint,
     set_rng_states,
     write_result,
 )
-from ptexp.config import OptimizerConfig, OptimizerName, Schedule, UserError, validate
+from ptexp.config import OptimizerConfig, OptimizerName, Precision, Schedule, UserError, validate
 from ptexp.data import Collator, Dataset, EncodedSplit, LengthGroupedBatches, encode, load_dataset
 from ptexp.methods import METHODS, build_model
 from ptexp.models import SequenceClassifier, count_parameters, load_backbone, load_tokenizer
@@ -58,16 +65,204 @@ def prepare_config(cfg: DictConfig) -> None:
     validate(cfg)
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, local_rank: int | None = None) -> torch.device:
+    """The device ``trainer.device`` names; under torchrun (``local_rank`` given) a CUDA device is this process's
+    GPU, ``cuda:LOCAL_RANK``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"trainer.device: {name!r} is not a device; valid: auto, cpu, cuda, cuda:N") from None
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise UserError(f"trainer.device: {name!r} is not a device; valid: auto, cpu, cuda, cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("trainer.device: cuda asked for, but no CUDA device is available; valid: auto, cpu")
-    return device
+    if local_rank is None or device.type != "cuda":
+        return device
+    if device.index is not None:
+        raise UserError(
+            f"trainer.device: {name!r} names one GPU, but torchrun starts a process per GPU; valid: auto or cuda "
+            "(each process takes the GPU of its LOCAL_RANK), or cpu"
+        )
+    if local_rank >= torch.cuda.device_count():
+        raise UserError(
+            f"trainer.device: torchrun started local rank {local_rank}, but this machine has "
+            f"{torch.cuda.device_count()} GPU(s); valid: --nproc_per_node <= {torch.cuda.device_count()}, or cpu"
+        )
+    return torch.device("cuda", local_rank)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One run on several processes (torchrun): DistributedDataParallel, rank 0 logs and writes
+
+
+class Dist:
+    """This process's place in a torchrun job, and the few collectives the trainer needs. Without torchrun (or
+    with one process) it is world 1, rank 0, and every method is a no-op that returns its input."""
+
+    def __init__(self, world: int = 1, rank: int = 0, device: torch.device | None = None, backend: str = ""):
+        self.world, self.rank, self.device, self.backend = world, rank, device, backend
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over the ranks (float64, so token and row counts stay exact)."""
+        if not self.enabled:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(tensor)
+        return tensor.tolist()
+
+    def max(self, value: float) -> float:
+        if not self.enabled:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+        return tensor.item()
+
+    def broadcast(self, value):
+        """Rank 0's ``value`` on every rank (any picklable object)."""
+        if not self.enabled:
+            return value
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, value) -> list:
+        """Every rank's ``value``, in rank order, on every rank."""
+        if not self.enabled:
+            return [value]
+        out: list = [None] * self.world
+        torch.distributed.all_gather_object(out, value)
+        return out
+
+    def decide(self, fn):
+        """``fn()`` on rank 0 only; every rank returns its result, or raises its error (a UserError as such), so
+        that a mistake stops all ranks at once instead of leaving them waiting for rank 0."""
+        if not self.enabled:
+            return fn()
+        outcome, error = None, None
+        if self.main:
+            try:
+                outcome = ("ok", fn())
+            except UserError as err:
+                outcome, error = ("user", str(err)), err
+            except Exception as err:
+                outcome, error = ("fail", f"rank 0 failed: {type(err).__name__}: {err}"), err
+        kind, value = self.broadcast(outcome)
+        if error is not None:
+            raise error
+        if kind == "user":
+            raise UserError(value)
+        if kind == "fail":
+            raise RuntimeError(value)
+        return value
+
+
+def torchrun_world() -> int:
+    """The number of processes torchrun started for this run (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+@contextlib.contextmanager
+def distributed(cfg: DictConfig) -> Iterator[Dist]:
+    """Under torchrun (``WORLD_SIZE`` > 1): one process group for the run (NCCL on CUDA, gloo on CPU; collectives
+    time out after ``trainer.dist_timeout_s``), destroyed at the end. Otherwise a single-process :class:`Dist`."""
+    world = torchrun_world()
+    if world <= 1:
+        yield Dist()
+        return
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(cfg.trainer.device, local_rank)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    timeout = timedelta(seconds=cfg.trainer.dist_timeout_s)
+    owned = not torch.distributed.is_initialized()
+    if owned:
+        torch.distributed.init_process_group(
+            backend, timeout=timeout, device_id=device if device.type == "cuda" else None
+        )
+    try:
+        yield Dist(world, rank, device, backend)
+    finally:
+        if owned and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def share_run_dir(dist: Dist, run_dir: Path) -> Path:
+    """Every rank uses rank 0's run folder (Hydra's ``${now:}`` may differ between the processes). The folder Hydra
+    made for another rank, holding only Hydra's own files, is removed."""
+    chosen = Path(dist.broadcast(str(run_dir)))
+    own = run_dir.is_dir() and chosen.resolve() != run_dir.resolve()
+    if own and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # its date folder, if this rank was alone in it
+            run_dir.parent.rmdir()
+    return chosen
+
+
+class NullTracker:
+    """What ranks other than 0 log to: nothing. Rank 0 logs the metrics reduced over all ranks."""
+
+    run_id = None
+    url_hint = "logged by rank 0"
+
+    def __init__(self, run_dir: Path):
+        self.metrics_file = run_dir / "metrics.jsonl"
+
+    def start(self, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def log_artifact(self, path: Path) -> None:
+        pass
+
+    def log_artifacts(self, folder: Path, artifact_path: str) -> None:
+        pass
+
+    def set_tag(self, key: str, value: str) -> None:
+        pass
+
+    def finish(self, status: str) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Speed options: precision (autocast, TF32), fused AdamW, torch.compile
+
+
+def autocast_dtype(precision: Precision | str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype ``trainer.precision`` asks for on ``device`` (None: plain fp32)."""
+    name = Precision(precision)
+    bf16_ok = device.type != "cuda" or torch.cuda.is_bf16_supported()
+    if name == Precision.bf16 and not bf16_ok:
+        raise UserError(f"trainer.precision: bf16 asked for, but {device} does not support it; valid: auto, fp32")
+    if name == Precision.bf16 or (name == Precision.auto and device.type == "cuda" and bf16_ok):
+        return torch.bfloat16
+    return None
+
+
+def use_tf32(precision: Precision | str, device: torch.device) -> bool:
+    """TF32 matmuls for what runs in fp32 on CUDA, unless ``trainer.precision=fp32`` asks for plain fp32."""
+    return device.type == "cuda" and Precision(precision) != Precision.fp32
+
+
+def fused_optimizer(cfg: OptimizerConfig, device: torch.device) -> bool:
+    """Adam(W) with ``fused=True`` on CUDA: one kernel for the whole update."""
+    return device.type == "cuda" and cfg.name in (OptimizerName.adamw, OptimizerName.adam)
+
+
+def autocast(dtype: torch.dtype | None, device: torch.device):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 @dataclass
@@ -96,31 +291,56 @@ def run_experiment(
     ``overrides`` are the command-line overrides that composed ``cfg``; the adapter keeps them so that
     ``ptexp.evaluate`` can rebuild the same model. With ``trainer.resume`` the run continues in the folder it
     names (see :mod:`ptexp.checkpoint`); ``in_sweep`` says this is one job of a sweep. Returns the final metrics.
+
+    Under torchrun (``WORLD_SIZE`` > 1) every process runs this: one DistributedDataParallel run in rank 0's run
+    folder, where only rank 0 logs and writes; every rank returns the same metrics (less ``adapter/bytes``).
     """
     prepare_config(cfg)
+    if torchrun_world() > 1 and in_sweep:
+        raise UserError("-m: a sweep cannot run under torchrun; valid: one torchrun command per run")
+    with distributed(cfg) as dist:
+        if dist.enabled:
+            run_dir = share_run_dir(dist, run_dir)
+        return _run_experiment(cfg, run_dir, overrides, in_sweep, dist)
+
+
+def _run_experiment(
+    cfg: DictConfig, run_dir: Path, overrides: list[str] | None, in_sweep: bool, dist: Dist
+) -> dict[str, float]:
     state = None
-    target = resume_target(cfg, run_dir, in_sweep)
+    target = dist.decide(lambda: resume_target(cfg, run_dir, in_sweep))
     if target is not None:
         done = read_result(target)
         if done is not None:
-            print(f"[ptexp] {target} already finished; nothing to resume", flush=True)
+            if dist.main:
+                print(f"[ptexp] {target} already finished; nothing to resume", flush=True)
             return done
-        state = load_checkpoint(target)
+        state = load_checkpoint(target)  # every rank reads the same file
         cfg = resumed_config(cfg, state["meta"]["config"], overrides)
-        rewind_metrics(target, state)
+        if dist.main:
+            rewind_metrics(target, state)
         overrides = state["meta"].get("overrides", overrides)  # the original command's, for the adapter
         prepare_config(cfg)
         run_dir = target
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if dist.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     t = cfg.trainer
     if t.threads:
         torch.set_num_threads(t.threads)
     transformers.set_seed(cfg.seed, deterministic=False)
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    device = pick_device(t.device)
+    device = dist.device if dist.enabled else pick_device(t.device)
+    amp = autocast_dtype(t.precision, device)
+    tf32 = use_tf32(t.precision, device)
+    if tf32:
+        torch.set_float32_matmul_precision("high")  # TF32 tensor cores for fp32 matmuls (torch.backends.cuda)
+    say = print if dist.main else (lambda *args, **kwargs: None)
     with StopSignals() as stop:
-        tracker = RunTracker(cfg, run_dir)  # connects first: an unreachable store fails before any work
+        # Rank 0 connects first: an unreachable store fails every rank before any work.
+        trackers: list = []
+        dist.decide(lambda: trackers.append(RunTracker(cfg, run_dir)))
+        tracker = trackers[0] if trackers else NullTracker(run_dir)
 
         built = build_experiment(cfg, device)
         dataset, tokenizer, model = built.dataset, built.tokenizer, built.model
@@ -146,7 +366,15 @@ def run_experiment(
             "version.transformers": transformers.__version__,
             "version.python": platform.python_version(),
             "device": str(device),
+            # the effective speed options (trainer.precision=auto resolves per device)
+            "ptexp.precision": "bf16" if amp == torch.bfloat16 else "fp32",
+            "ptexp.tf32": str(tf32).lower(),
+            "ptexp.fused_optimizer": str(fused_optimizer(cfg.optimizer, device)).lower(),
+            "ptexp.compile": str(bool(t.compile)).lower(),
+            "ptexp.world_size": str(dist.world),
         }
+        if dist.enabled:
+            tags["ptexp.dist_backend"] = dist.backend
         seed = f"s{cfg.seed}"
         prefix = f"-P{cfg.prefix_length}" if cfg.prefix_length is not None else ""
         name = cfg.tracking.run_name or f"{cfg.method.name}{prefix}-{cfg.model.name}-{cfg.data.name}-{seed}"
@@ -160,10 +388,11 @@ def run_experiment(
                     if (run_dir / ".hydra" / artifact).exists():
                         tracker.log_artifact(run_dir / ".hydra" / artifact)
             else:
-                print(f"[ptexp] resuming {run_dir} at step {state['loop']['step']}", flush=True)
-            print(
+                say(f"[ptexp] resuming {run_dir} at step {state['loop']['step']}", flush=True)
+            processes = f" on {dist.world} processes ({dist.backend})" if dist.enabled else ""
+            say(
                 f"[ptexp] {name}: {trainable:,} of {total:,} parameters train ({counts['params/trainable_pct']:.3f}%); "
-                f"{len(train_set)} train / {len(eval_set)} eval rows; {tracker.url_hint}",
+                f"{len(train_set)} train / {len(eval_set)} eval rows{processes}; {tracker.url_hint}",
                 flush=True,
             )
             meta = {
@@ -183,27 +412,38 @@ def run_experiment(
                 resume=state,
                 stop=stop,
                 meta=meta,
+                dist=dist,
+                amp=amp,
             )
-            adapter_dir = save_adapter(
-                model, cfg, run_dir / "adapter", built.base_fingerprint, overrides or [], dataset.label_names, result
-            )
-            result["adapter/bytes"] = adapter_bytes(adapter_dir)
-            tracker.log_metrics({"adapter/bytes": result["adapter/bytes"]}, result["train/steps"])
-            tracker.log_artifacts(adapter_dir, "adapter")
-            tracker.log_artifact(tracker.metrics_file)
+            if dist.main:
+                adapter_dir = save_adapter(
+                    model,
+                    cfg,
+                    run_dir / "adapter",
+                    built.base_fingerprint,
+                    overrides or [],
+                    dataset.label_names,
+                    result,
+                )
+                result["adapter/bytes"] = adapter_bytes(adapter_dir)
+                tracker.log_metrics({"adapter/bytes": result["adapter/bytes"]}, result["train/steps"])
+                tracker.log_artifacts(adapter_dir, "adapter")
+                tracker.log_artifact(tracker.metrics_file)
         except BaseException as err:
             tracker.set_tag("ptexp.error", f"{type(err).__name__}: {err}"[:5000])
             tracker.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
-            if isinstance(err, KeyboardInterrupt) and (run_dir / CKPT).is_file():
+            if isinstance(err, KeyboardInterrupt) and dist.main and (run_dir / CKPT).is_file():
+                launcher = f"torchrun --nproc_per_node={dist.world}" if dist.enabled else "python"
                 again = (
                     f"the same sweep command with trainer.resume=true hydra.sweep.dir={run_dir.parent}"
                     if in_sweep
-                    else f"python -m ptexp trainer.resume={run_dir}"
+                    else f"{launcher} -m ptexp trainer.resume={run_dir}"
                 )
                 print(f"[ptexp] checkpoint saved in {run_dir}; go on with: {again}", file=sys.stderr, flush=True)
             raise
         result = {**counts, **result}
-        write_result(run_dir, result, t.keep_checkpoint)
+        if dist.main:
+            write_result(run_dir, result, t.keep_checkpoint)
         tracker.finish("FINISHED")
     return result
 
@@ -223,8 +463,8 @@ def check_resumable(state: dict, model: nn.Module, fingerprint: str, run_dir: Pa
         )
 
 
-def make_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    """Weight decay on matrices only (not on biases or LayerNorm weights)."""
+def make_optimizer(model: nn.Module, cfg: OptimizerConfig, fused: bool = False) -> torch.optim.Optimizer:
+    """Weight decay on matrices only (not on biases or LayerNorm weights). ``fused``: Adam(W)'s fused kernel."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
@@ -233,7 +473,8 @@ def make_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimi
     if cfg.name == OptimizerName.sgd:
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     kind = torch.optim.AdamW if cfg.name == OptimizerName.adamw else torch.optim.Adam
-    return kind(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    extra = {"fused": True} if fused else {}
+    return kind(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, **extra)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig, total_steps: int):
@@ -244,18 +485,39 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig, total
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, data: EncodedSplit, batch_size: int, collate: Collator, device) -> dict:
-    """Loss, accuracy and macro-F1 over ``data``; rows sorted by length so batches carry little padding."""
+def evaluate(
+    model: nn.Module,
+    data: EncodedSplit,
+    batch_size: int,
+    collate: Collator,
+    device,
+    dist: Dist | None = None,
+    amp: torch.dtype | None = None,
+) -> dict:
+    """Loss, accuracy and macro-F1 over ``data``; rows sorted by length so batches carry little padding.
+
+    Under torchrun each rank evaluates every ``world``-th of those batches (the very batches a single process
+    would form), and the predictions and loss sums are gathered, so every rank returns the whole set's metrics.
+    ``amp``: the autocast dtype the run trains with."""
+    dist = dist or Dist()
     model.eval()
     order = sorted(range(len(data)), key=lambda i: len(data.input_ids[i]))
+    starts = list(range(0, len(order), batch_size))[dist.rank :: dist.world]
     loss_sum, predictions, labels = 0.0, [], []
-    for start in range(0, len(order), batch_size):
+    for start in starts:
         batch = collate([data[i] for i in order[start : start + batch_size]])
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(batch["input_ids"], batch["attention_mask"]).float()
+        with autocast(amp, device):
+            logits = model(batch["input_ids"], batch["attention_mask"])
+        logits = logits.float()
         loss_sum += F.cross_entropy(logits, batch["labels"], reduction="sum").item()
         predictions += logits.argmax(-1).tolist()
         labels += batch["labels"].tolist()
+    if dist.enabled:
+        parts = dist.gather((loss_sum, predictions, labels))
+        loss_sum = sum(part[0] for part in parts)
+        predictions = [p for part in parts for p in part[1]]
+        labels = [y for part in parts for y in part[2]]
     return {
         "eval/loss": loss_sum / len(labels),
         "eval/accuracy": sum(p == y for p, y in zip(predictions, labels, strict=True)) / len(labels),
@@ -285,6 +547,48 @@ def make_batches(train_set: EncodedSplit, t, generator: torch.Generator):
     return BatchSampler(RandomSampler(train_set, generator=generator), t.batch_size, drop_last=False)
 
 
+def check_finite(loss: float, step: int, cfg: DictConfig) -> None:
+    if not math.isfinite(loss):
+        raise TrainingDiverged(
+            f"loss became {loss} at step {step} (optimizer.lr={cfg.optimizer.lr}); "
+            "lower optimizer.lr or set trainer.grad_clip"
+        )
+
+
+def unused_trainable(model: nn.Module, train_set: EncodedSplit, collate: Collator, device: torch.device) -> bool:
+    """Whether a forward + backward on one row leaves some trained parameter without a gradient (e.g. BERT's
+    pooler under ``model.pooling=mean``): DistributedDataParallel then needs ``find_unused_parameters``. The RNG
+    states are restored afterwards, so the probe changes nothing in the run."""
+    batch = {k: v.to(device) for k, v in collate([train_set[0]]).items()}
+    with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
+        model.train()
+        model(batch["input_ids"], batch["attention_mask"]).float().sum().backward()
+    trained = [p for p in model.parameters() if p.requires_grad]
+    unused = any(p.grad is None for p in trained)
+    for p in trained:
+        p.grad = None
+    return unused
+
+
+def wrap_for_training(
+    model: nn.Module, t, dist: Dist, train_set: EncodedSplit, collate: Collator, device: torch.device
+) -> nn.Module:
+    """The module the training steps call: ``model`` under DistributedDataParallel (torchrun) and torch.compile
+    (``trainer.compile``). Evaluation, checkpoints and adapters use ``model`` itself."""
+    net = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=unused_trainable(model, train_set, collate, device),
+        )
+    if t.compile:
+        net = torch.compile(net)
+    return net
+
+
 def train(
     model: nn.Module,
     train_set: EncodedSplit,
@@ -297,18 +601,28 @@ def train(
     resume: dict | None = None,
     stop: StopSignals | None = None,
     meta: dict | None = None,
+    dist: Dist | None = None,
+    amp: torch.dtype | None = None,
 ) -> dict[str, float]:
     """The loop: shuffle, forward, cross-entropy, backward, clip, step; log, evaluate and checkpoint on schedule.
 
     With ``run_dir`` it checkpoints every ``trainer.checkpoint_every`` steps, at each epoch end and when ``stop``
     caught SIGINT/SIGTERM (then it raises :class:`Interrupted`); ``resume`` is a loaded checkpoint to go on from.
+    ``amp`` is the autocast dtype (None: fp32).
+
+    Under torchrun (``dist``) every rank draws the same global batches (``trainer.batch_size`` rows) from the same
+    seeded generator and trains on its share, rows ``rank::world``; each rank's loss is its rows' loss sum times
+    ``world / global rows``, so DDP's average of the gradients is the gradient of the mean over the global batch,
+    as on one process. Loss, token counts and the stop request are summed over the ranks at every step; rank 0
+    logs and checkpoints.
     """
     t = cfg.trainer
+    dist = dist or Dist()
     stop = stop or StopSignals()
     generator = torch.Generator().manual_seed(cfg.seed)
     batches = make_batches(train_set, t, generator)
     total_steps = t.max_steps or len(batches) * t.epochs
-    optimizer = make_optimizer(model, cfg.optimizer)
+    optimizer = make_optimizer(model, cfg.optimizer, fused=fused_optimizer(cfg.optimizer, device))
     scheduler = make_scheduler(optimizer, cfg.optimizer, total_steps)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if device.type == "cuda":
@@ -316,22 +630,34 @@ def train(
 
     def run_eval(at_step: int) -> dict[str, float]:
         started = time.perf_counter()
-        metrics = evaluate(model, eval_set, t.eval_batch_size, collate, device)
+        metrics = evaluate(model, eval_set, t.eval_batch_size, collate, device, dist, amp)
         s["eval_s"] += time.perf_counter() - started
         s["best"] = max(s["best"], metrics["eval/accuracy"])
         tracker.log_metrics({**metrics, "eval/best_accuracy": s["best"]}, at_step)
-        bar.write(
-            f"[ptexp] step {at_step}: eval loss {metrics['eval/loss']:.4f}  "
-            f"accuracy {metrics['eval/accuracy']:.4f}  macro-F1 {metrics['eval/macro_f1']:.4f}"
-        )
+        if dist.main:
+            bar.write(
+                f"[ptexp] step {at_step}: eval loss {metrics['eval/loss']:.4f}  "
+                f"accuracy {metrics['eval/accuracy']:.4f}  macro-F1 {metrics['eval/macro_f1']:.4f}"
+            )
         return metrics
 
     def checkpoint() -> None:
         nonlocal clock
         s["elapsed_s"], clock = s["elapsed_s"] + time.perf_counter() - clock, time.perf_counter()
-        s["metrics_bytes"] = tracker.metrics_file.stat().st_size if tracker.metrics_file.exists() else 0
-        if run_dir is not None:
-            save_checkpoint(run_dir, model, optimizer, scheduler, s, {**(meta or {}), "run_id": tracker.run_id})
+        if run_dir is None:
+            return
+        rng_ranks = dist.gather(rng_states()) if dist.enabled else None  # every rank's, for an exact resume
+        if dist.main:
+            s["metrics_bytes"] = tracker.metrics_file.stat().st_size if tracker.metrics_file.exists() else 0
+            meta_now = {**(meta or {}), "run_id": tracker.run_id, "world_size": dist.world}
+            save_checkpoint(run_dir, model, optimizer, scheduler, s, meta_now, rng_ranks)
+
+    def agree_to_stop(any_rank: bool) -> bool:
+        """``any_rank``: whether SIGINT/SIGTERM reached any rank (under torchrun, summed over the ranks at the
+        same step), so that every rank checkpoints and stops at the same step; one signalled late stops later."""
+        if any_rank and not stop.requested:
+            stop.signum = signal.SIGTERM  # another rank was signalled
+        return any_rank
 
     # The loop's whole state: what a checkpoint saves besides weights, optimizer, scheduler and RNGs.
     # epoch_rng is the data generator's state when the current epoch began; position counts its batches done.
@@ -352,9 +678,15 @@ def train(
     if resume is not None:
         s.update(restore(resume, model, optimizer, scheduler))
         generator.set_state(s["epoch_rng"])
-        set_rng_states(resume["rng"])
+        ranks = resume.get("rng_ranks") or []
+        set_rng_states(ranks[dist.rank] if len(ranks) == dist.world else resume["rng"])
+    elif dist.rank > 0:
+        torch.manual_seed(cfg.seed + 1_000_003 * dist.rank)  # dropout masks of its own on every rank
+    net = wrap_for_training(model, t, dist, train_set, collate, device)
     window_samples, clock, window_start = 0, time.perf_counter(), time.perf_counter()
-    bar = tqdm(total=total_steps, initial=s["step"], desc=cfg.method.name, disable=not t.progress, file=sys.stderr)
+    agreed = False  # under torchrun: whether a stop request reached any rank by this step's sum
+    show = t.progress and dist.main
+    bar = tqdm(total=total_steps, initial=s["step"], desc=cfg.method.name, disable=not show, file=sys.stderr)
     with stop.deferred():  # in the loop, SIGINT/SIGTERM wait for the end of the step, then checkpoint and stop
         while s["step"] < total_steps:
             if s["position"] == 0:  # a new epoch; else a resumed one, whose generator state is restored above
@@ -363,31 +695,49 @@ def train(
             for index, indices in enumerate(batches):
                 if index < s["position"]:
                     continue  # consumed before the interruption
-                batch = collate([train_set[i] for i in indices])
+                global_rows = len(indices)
+                mine, weight = indices, 1.0
+                if dist.enabled:
+                    mine = indices[dist.rank :: dist.world]
+                    if not mine:  # fewer rows than ranks: a zero-weight row keeps this rank in the gradient sync
+                        mine, weight = indices[:1], 0.0
+                batch = collate([train_set[i] for i in mine])
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                model.train()
-                logits = model(batch["input_ids"], batch["attention_mask"])
-                loss = F.cross_entropy(logits.float(), batch["labels"])
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"loss became {loss.item()} at step {s['step'] + 1} (optimizer.lr={cfg.optimizer.lr}); "
-                        "lower optimizer.lr or set trainer.grad_clip"
+                net.train()
+                with autocast(amp, device):
+                    logits = net(batch["input_ids"], batch["attention_mask"])
+                if dist.enabled:
+                    loss_sum = F.cross_entropy(logits.float(), batch["labels"], reduction="sum") * weight
+                    loss = loss_sum * (dist.world / global_rows)  # DDP averages: world * mean-share / world
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    mask = batch["attention_mask"]
+                    totals = dist.sum(
+                        [loss_sum.item(), weight * float(mask.sum()), weight * mask.numel(), float(stop.requested)]
                     )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                    step_loss, real_tokens, padded_tokens = totals[0] / global_rows, int(totals[1]), int(totals[2])
+                    agreed = agree_to_stop(totals[3] > 0)  # a signal after this sum stops the next step
+                    check_finite(step_loss, s["step"] + 1, cfg)
+                else:
+                    loss = F.cross_entropy(logits.float(), batch["labels"])
+                    step_loss = loss.item()
+                    check_finite(step_loss, s["step"] + 1, cfg)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    real_tokens = int(batch["attention_mask"].sum())
+                    padded_tokens = batch["attention_mask"].numel()
                 if t.grad_clip:
                     torch.nn.utils.clip_grad_norm_(trainable, t.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 s["step"] += 1
                 s["position"] = index + 1
-                rows = batch["labels"].numel()
-                s["samples"] += rows
-                s["real_tokens"] += int(batch["attention_mask"].sum())
-                s["padded_tokens"] += batch["attention_mask"].numel()
-                s["window_loss"] += loss.item()
+                s["samples"] += global_rows
+                s["real_tokens"] += real_tokens
+                s["padded_tokens"] += padded_tokens
+                s["window_loss"] += step_loss
                 s["window_steps"] += 1
-                window_samples += rows
+                window_samples += global_rows
                 bar.update(1)
                 step = s["step"]
                 if step % t.log_every == 0 or step == total_steps:
@@ -408,16 +758,19 @@ def train(
                 if t.eval_every and step % t.eval_every == 0 and step < total_steps:
                     run_eval(step)
                     window_start = time.perf_counter()
-                if stop.requested or (t.checkpoint_every and step % t.checkpoint_every == 0):
+                stopping = agreed if dist.enabled else stop.requested
+                if stopping or (t.checkpoint_every and step % t.checkpoint_every == 0):
                     checkpoint()
-                stop.check()
+                if stopping:
+                    stop.check()
                 if step >= total_steps:
                     break
             s["position"], s["epoch_rng"] = 0, generator.get_state()  # the next epoch starts from here
             if not t.eval_every and s["step"] < total_steps:
                 run_eval(s["step"])
             checkpoint()  # at every epoch end, the last one included (a kill in the final eval resumes there)
-            stop.check()
+            if agree_to_stop(bool(dist.sum([float(stop.requested)])[0])):
+                stop.check()
     train_seconds = s["elapsed_s"] + time.perf_counter() - clock - s["eval_s"]
     metrics = run_eval(s["step"])
     bar.close()
@@ -425,7 +778,7 @@ def train(
         "time/train_s": train_seconds,
         "time/eval_s": s["eval_s"],
         "throughput/train_samples_per_s": s["samples"] / max(train_seconds, 1e-9),
-        "memory/peak_mb": peak_memory_mb(device),
+        "memory/peak_mb": dist.max(peak_memory_mb(device)),  # the largest of the ranks'
         "train/steps": s["step"],
         "train/epochs": s["epoch"],
         "train/real_token_fraction": s["real_tokens"] / max(s["padded_tokens"], 1),  # non-pad share of batch tokens
