@@ -182,6 +182,8 @@ def main(cfg: DictConfig) -> float:
         print(f"interrupted by {signal.Signals(signum).name}: the run is marked KILLED", file=sys.stderr)
         sys.exit(128 + signum)
     accuracy = result["eval/accuracy"]
+    if int(os.environ.get("RANK", "0")) != 0:
+        return accuracy  # under torchrun, rank 0 alone reports (its run folder is the one every rank wrote to)
     print(
         f"[ptexp] done: eval accuracy {accuracy:.4f}, macro-F1 {result['eval/macro_f1']:.4f}, "
         f"train {result['time/train_s']:.1f}s ({result['throughput/train_samples_per_s']:.1f} samples/s)\n"

@@ -49,9 +49,15 @@ def tracking_uri(cfg: DictConfig) -> str:
     return f"sqlite:///{Path(cfg.output_root).resolve() / 'mlflow.db'}"
 
 
-def artifact_root(cfg: DictConfig) -> str:
-    root = cfg.tracking.artifact_root or Path(cfg.output_root) / "mlartifacts"
-    return Path(root).resolve().as_uri()
+def artifact_root(cfg: DictConfig) -> str | None:
+    """Where a new experiment keeps its artifacts. None for a tracking server: the server's own artifact store
+    (``mlflow-artifacts:/``, proxied), so every client's artifacts end up in one place."""
+    if cfg.tracking.artifact_root:
+        root = str(cfg.tracking.artifact_root)
+        return root if "://" in root else Path(root).resolve().as_uri()
+    if tracking_uri(cfg).startswith(("http://", "https://")):
+        return None
+    return (Path(cfg.output_root) / "mlartifacts").resolve().as_uri()
 
 
 def short(err: BaseException, limit: int = 200) -> str:

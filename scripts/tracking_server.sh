@@ -29,9 +29,9 @@
 # normal user it runs them as that user. Administration uses a Unix socket inside the data directory (peer
 # authentication); over TCP (127.0.0.1) only password logins work. The role `mlflow` gets a random password, kept in
 # $PTEXP_SERVER_DIR/pgpass (mode 600) and read by libpq through PGPASSFILE, so it is on no command line.
-# Ports take effect at start: stop, change PTEXP_*_PORT, start. Artifacts: ptexp creates its experiment with the
-# artifact location <output_root>/mlartifacts of the client that created it (ptexp/tracking.py), so ptexp's artifacts
-# are written there, by the clients; PTEXP_ARTIFACTS_DIR receives those of experiments created without a location.
+# Ports take effect at start: stop, change PTEXP_*_PORT, start. Artifacts: with an http tracking.uri, ptexp creates
+# its experiments without an artifact location (ptexp/tracking.py), so clients upload artifacts through the server
+# (mlflow-artifacts:/) into PTEXP_ARTIFACTS_DIR; tracking.artifact_root=URI sets another location per experiment.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

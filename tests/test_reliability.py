@@ -628,3 +628,13 @@ def test_joblib_sweep_of_8_jobs_at_4_workers_on_a_brand_new_sqlite_store(tmp_pat
     assert {r.data.params["trainer.threads"] for r in children} == {str(max(1, (os.cpu_count() or 1) // 4))}
     with sqlite3.connect(tmp_path / "mlflow.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_artifacts_go_to_the_servers_store_with_a_tracking_server_and_beside_the_sqlite_store_without(tiny_config):
+    from ptexp.tracking import artifact_root
+
+    local = tiny_config()
+    assert artifact_root(local) == (Path(local.output_root) / "mlartifacts").resolve().as_uri()
+    assert artifact_root(tiny_config("tracking.uri=http://127.0.0.1:5001")) is None  # the server's mlflow-artifacts:/
+    chosen = tiny_config("tracking.uri=http://127.0.0.1:5001", "tracking.artifact_root=s3://bucket/ptexp")
+    assert artifact_root(chosen) == "s3://bucket/ptexp"

@@ -158,6 +158,9 @@ def sweep(server, tmp_path_factory):
         assert 0.0 <= run.data.metrics["eval/accuracy"] <= 1.0
         assert run.data.metrics["params/trainable"] > 0
         assert "adapter" in {a.path for a in client.list_artifacts(run.info.run_id)}, run.info.run_name
+        # artifacts travel through the server into its own store, not into the client's output_root
+        assert list((server.state / "mlartifacts").rglob(f"{run.info.run_id}/artifacts/adapter/adapter.json"))
+    assert not (output_root / "mlartifacts").exists()
     return Sweep(
         experiment_id=experiment.experiment_id,
         parent_id=parent.info.run_id,
