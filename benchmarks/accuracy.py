@@ -50,13 +50,15 @@ def summarise(args: argparse.Namespace, methods: list[str]) -> None:
     for r in runs:
         method = r.data.tags.get("ptexp.method")
         if method in methods and r.data.params.get("data.max_train_samples") == str(args.train_rows):
-            key = (method, r.data.params.get("trainer.epochs", "?"), r.data.params.get("prefix_length", "None"))
+            params = r.data.params
+            epochs, length = params.get("trainer.epochs", "?"), params.get("prefix_length", "None")
+            key = (method, epochs, length, params["optimizer.lr"])
             groups.setdefault(key, []).append(r)
     rows = {}
-    for (method, epochs, length), mine in sorted(groups.items(), key=lambda kv: methods.index(kv[0][0])):
+    for (method, epochs, length, lr), mine in sorted(groups.items(), key=lambda kv: methods.index(kv[0][0])):
         acc = [r.data.metrics["eval/accuracy"] for r in mine]
         label = method if length == "None" else f"{method} P={length}"
-        rows[f"{label} ({epochs} ep)"] = {
+        rows[f"{label}, lr {float(lr):g}, {epochs} ep"] = {
             "method": method,
             "n": len(acc),
             "mean": statistics.mean(acc),
@@ -64,16 +66,18 @@ def summarise(args: argparse.Namespace, methods: list[str]) -> None:
             "train_s": statistics.mean(r.data.metrics["time/train_s"] for r in mine),
             "pct": mine[0].data.metrics["params/trainable_pct"],
         }
-    fulls = [row["mean"] for row in rows.values() if row["method"] == "full"]
-    full = fulls[0] if fulls else None
+    fulls = [row for row in rows.values() if row["method"] == "full"]
+    full = fulls[0]["mean"] if fulls else None
+    budget = fulls[0]["train_s"] if fulls else None  # a method's recipe may take no more train time than full's
     print(f"\nMiniLM-L6, SST-2 train subset {args.train_rows} rows, dev 872 rows, experiment {args.experiment!r}")
-    headers = ("method (recipe)", "seeds", "dev accuracy", "train s", "trainable %", "gap to full")
-    widths = (26, 6, 18, 10, 13, 13)
+    headers = ("method, recipe", "seeds", "dev accuracy", "train s", "/ full's", "trainable %", "gap to full")
+    widths = (34, 6, 18, 9, 10, 13, 13)
     print("".join(f"{h:<{w}}" if i == 0 else f"{h:>{w}}" for i, (h, w) in enumerate(zip(headers, widths, strict=True))))
     for method, row in rows.items():
         gap = f"{100 * (row['mean'] - full):+.1f} pt" if full is not None else "n/a"
         accuracy = f"{100 * row['mean']:.1f} ± {100 * row['std']:.1f}"
-        print(f"{method:<26}{row['n']:>6}{accuracy:>18}{row['train_s']:>10.0f}{row['pct']:>13.3f}{gap:>13}")
+        share = f"{row['train_s'] / budget:.2f}" if budget else "n/a"
+        print(f"{method:<34}{row['n']:>6}{accuracy:>18}{row['train_s']:>9.0f}{share:>10}{row['pct']:>13.3f}{gap:>13}")
 
 
 def main() -> None:

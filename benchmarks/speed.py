@@ -294,7 +294,9 @@ def fixed_part(args: argparse.Namespace, compat: str | None) -> None:
     for method in FIXED_METHODS:
         rows.append((f"ptexp {method}", method, spawn(sys.executable, "fixed", args, method=method, impl="ptexp")))
     if compat:
-        rows.append(("ptexp prefix (compat venv)", "prefix", spawn(compat, "fixed", args, method="prefix", impl="ptexp")))
+        rows.append(
+            ("ptexp prefix (compat venv)", "prefix", spawn(compat, "fixed", args, method="prefix", impl="ptexp"))
+        )
         rows.append(("PEFT prefix (compat venv)", "peft_prefix", spawn(compat, "fixed", args, impl="peft")))
     else:
         rows.append(("PEFT prefix", "peft_prefix", {"error": "no second venv where PEFT's prefix tuning runs"}))

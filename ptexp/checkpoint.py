@@ -181,6 +181,21 @@ def load_checkpoint(run_dir: Path) -> dict:
     return state
 
 
+def check_resumable(state: dict, model: nn.Module, fingerprint: str, run_dir: Path) -> None:
+    """The rebuilt model must be the one the checkpoint trained: same base weights, same trained tensors."""
+    if state["meta"]["fingerprint"] != fingerprint:
+        raise UserError(
+            f"trainer.resume: the base model rebuilt now differs from the one {run_dir} was trained on; valid: "
+            "the same model.name_or_path (and weights) as the original run"
+        )
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    if names != set(state["trainable"]):
+        raise UserError(
+            f"trainer.resume: the tensors that train now differ from {run_dir}'s checkpoint; valid: the run's "
+            "method and model options"
+        )
+
+
 def restore(state: dict, model: nn.Module, optimizer, scheduler) -> dict:
     """Put the saved weights, optimizer and scheduler states back; returns the loop state. RNG states are set
     apart, by :func:`set_rng_states`, right before the loop starts."""

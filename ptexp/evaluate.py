@@ -20,7 +20,8 @@ import ptexp.config  # noqa: F401  (registers the schemas)
 from ptexp.adapters import load_trained, read_adapter
 from ptexp.config import CONF_DIR, UserError
 from ptexp.data import Collator, encode
-from ptexp.trainer import build_experiment, evaluate, pick_device, prepare_config
+from ptexp.devices import autocast_dtype, pick_device
+from ptexp.trainer import build_experiment, evaluate, prepare_config
 
 
 def evaluate_adapter(folder: Path, overrides: list[str]) -> dict[str, float]:
@@ -51,7 +52,9 @@ def evaluate_adapter(folder: Path, overrides: list[str]) -> dict[str, float]:
     load_trained(built.model, {k: v.to(device) for k, v in tensors.items()})
     eval_set = encode(built.dataset.eval, built.tokenizer, cfg.data.max_length)
     collate = Collator(built.tokenizer.pad_token_id)
-    return evaluate(built.model, eval_set, cfg.trainer.eval_batch_size, collate, device) | {"rows": len(eval_set)}
+    amp = autocast_dtype(cfg.trainer.precision, device)  # the precision the run evaluated in, for the same numbers
+    metrics = evaluate(built.model, eval_set, cfg.trainer.eval_batch_size, collate, device, amp=amp)
+    return metrics | {"rows": len(eval_set)}
 
 
 def main(argv: list[str] | None = None) -> None:

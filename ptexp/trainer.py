@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import platform
-import resource
-import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -30,6 +24,7 @@ from ptexp.checkpoint import (
     CKPT,
     Interrupted,
     StopSignals,
+    check_resumable,
     load_checkpoint,
     read_result,
     restore,
@@ -41,8 +36,10 @@ from ptexp.checkpoint import (
     set_rng_states,
     write_result,
 )
-from ptexp.config import OptimizerConfig, OptimizerName, Precision, Schedule, UserError, validate
+from ptexp.config import OptimizerConfig, OptimizerName, Schedule, UserError, validate
 from ptexp.data import Collator, Dataset, EncodedSplit, LengthGroupedBatches, encode, load_dataset
+from ptexp.devices import autocast, autocast_dtype, fused_optimizer, peak_memory_mb, pick_device, use_tf32
+from ptexp.distributed import Dist, NullTracker, distributed, share_run_dir, torchrun_world, wrap_for_training
 from ptexp.methods import METHODS, build_model
 from ptexp.models import SequenceClassifier, count_parameters, load_backbone, load_tokenizer
 from ptexp.tracking import RunTracker, config_params
@@ -63,206 +60,6 @@ def prepare_config(cfg: DictConfig) -> None:
         with open_dict(cfg):
             cfg.prefix_length = None
     validate(cfg)
-
-
-def pick_device(name: str, local_rank: int | None = None) -> torch.device:
-    """The device ``trainer.device`` names; under torchrun (``local_rank`` given) a CUDA device is this process's
-    GPU, ``cuda:LOCAL_RANK``."""
-    if name == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            device = torch.device(name)
-        except RuntimeError:
-            raise UserError(f"trainer.device: {name!r} is not a device; valid: auto, cpu, cuda, cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("trainer.device: cuda asked for, but no CUDA device is available; valid: auto, cpu")
-    if local_rank is None or device.type != "cuda":
-        return device
-    if device.index is not None:
-        raise UserError(
-            f"trainer.device: {name!r} names one GPU, but torchrun starts a process per GPU; valid: auto or cuda "
-            "(each process takes the GPU of its LOCAL_RANK), or cpu"
-        )
-    if local_rank >= torch.cuda.device_count():
-        raise UserError(
-            f"trainer.device: torchrun started local rank {local_rank}, but this machine has "
-            f"{torch.cuda.device_count()} GPU(s); valid: --nproc_per_node <= {torch.cuda.device_count()}, or cpu"
-        )
-    return torch.device("cuda", local_rank)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# One run on several processes (torchrun): DistributedDataParallel, rank 0 logs and writes
-
-
-class Dist:
-    """This process's place in a torchrun job, and the few collectives the trainer needs. Without torchrun (or
-    with one process) it is world 1, rank 0, and every method is a no-op that returns its input."""
-
-    def __init__(self, world: int = 1, rank: int = 0, device: torch.device | None = None, backend: str = ""):
-        self.world, self.rank, self.device, self.backend = world, rank, device, backend
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def sum(self, values: list[float]) -> list[float]:
-        """Element-wise sum over the ranks (float64, so token and row counts stay exact)."""
-        if not self.enabled:
-            return values
-        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
-        torch.distributed.all_reduce(tensor)
-        return tensor.tolist()
-
-    def max(self, value: float) -> float:
-        if not self.enabled:
-            return value
-        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
-        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
-        return tensor.item()
-
-    def broadcast(self, value):
-        """Rank 0's ``value`` on every rank (any picklable object)."""
-        if not self.enabled:
-            return value
-        box = [value]
-        torch.distributed.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def gather(self, value) -> list:
-        """Every rank's ``value``, in rank order, on every rank."""
-        if not self.enabled:
-            return [value]
-        out: list = [None] * self.world
-        torch.distributed.all_gather_object(out, value)
-        return out
-
-    def decide(self, fn):
-        """``fn()`` on rank 0 only; every rank returns its result, or raises its error (a UserError as such), so
-        that a mistake stops all ranks at once instead of leaving them waiting for rank 0."""
-        if not self.enabled:
-            return fn()
-        outcome, error = None, None
-        if self.main:
-            try:
-                outcome = ("ok", fn())
-            except UserError as err:
-                outcome, error = ("user", str(err)), err
-            except Exception as err:
-                outcome, error = ("fail", f"rank 0 failed: {type(err).__name__}: {err}"), err
-        kind, value = self.broadcast(outcome)
-        if error is not None:
-            raise error
-        if kind == "user":
-            raise UserError(value)
-        if kind == "fail":
-            raise RuntimeError(value)
-        return value
-
-
-def torchrun_world() -> int:
-    """The number of processes torchrun started for this run (1 without torchrun)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-@contextlib.contextmanager
-def distributed(cfg: DictConfig) -> Iterator[Dist]:
-    """Under torchrun (``WORLD_SIZE`` > 1): one process group for the run (NCCL on CUDA, gloo on CPU; collectives
-    time out after ``trainer.dist_timeout_s``), destroyed at the end. Otherwise a single-process :class:`Dist`."""
-    world = torchrun_world()
-    if world <= 1:
-        yield Dist()
-        return
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(cfg.trainer.device, local_rank)
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    timeout = timedelta(seconds=cfg.trainer.dist_timeout_s)
-    owned = not torch.distributed.is_initialized()
-    if owned:
-        torch.distributed.init_process_group(
-            backend, timeout=timeout, device_id=device if device.type == "cuda" else None
-        )
-    try:
-        yield Dist(world, rank, device, backend)
-    finally:
-        if owned and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-
-
-def share_run_dir(dist: Dist, run_dir: Path) -> Path:
-    """Every rank uses rank 0's run folder (Hydra's ``${now:}`` may differ between the processes). The folder Hydra
-    made for another rank, holding only Hydra's own files, is removed."""
-    chosen = Path(dist.broadcast(str(run_dir)))
-    own = run_dir.is_dir() and chosen.resolve() != run_dir.resolve()
-    if own and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
-        shutil.rmtree(run_dir, ignore_errors=True)
-        with contextlib.suppress(OSError):  # its date folder, if this rank was alone in it
-            run_dir.parent.rmdir()
-    return chosen
-
-
-class NullTracker:
-    """What ranks other than 0 log to: nothing. Rank 0 logs the metrics reduced over all ranks."""
-
-    run_id = None
-    url_hint = "logged by rank 0"
-
-    def __init__(self, run_dir: Path):
-        self.metrics_file = run_dir / "metrics.jsonl"
-
-    def start(self, *args, **kwargs) -> None:
-        pass
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        pass
-
-    def log_artifact(self, path: Path) -> None:
-        pass
-
-    def log_artifacts(self, folder: Path, artifact_path: str) -> None:
-        pass
-
-    def set_tag(self, key: str, value: str) -> None:
-        pass
-
-    def finish(self, status: str) -> None:
-        pass
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Speed options: precision (autocast, TF32), fused AdamW, torch.compile
-
-
-def autocast_dtype(precision: Precision | str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype ``trainer.precision`` asks for on ``device`` (None: plain fp32)."""
-    name = Precision(precision)
-    bf16_ok = device.type != "cuda" or torch.cuda.is_bf16_supported()
-    if name == Precision.bf16 and not bf16_ok:
-        raise UserError(f"trainer.precision: bf16 asked for, but {device} does not support it; valid: auto, fp32")
-    if name == Precision.bf16 or (name == Precision.auto and device.type == "cuda" and bf16_ok):
-        return torch.bfloat16
-    return None
-
-
-def use_tf32(precision: Precision | str, device: torch.device) -> bool:
-    """TF32 matmuls for what runs in fp32 on CUDA, unless ``trainer.precision=fp32`` asks for plain fp32."""
-    return device.type == "cuda" and Precision(precision) != Precision.fp32
-
-
-def fused_optimizer(cfg: OptimizerConfig, device: torch.device) -> bool:
-    """Adam(W) with ``fused=True`` on CUDA: one kernel for the whole update."""
-    return device.type == "cuda" and cfg.name in (OptimizerName.adamw, OptimizerName.adam)
-
-
-def autocast(dtype: torch.dtype | None, device: torch.device):
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 @dataclass
@@ -355,31 +152,8 @@ def _run_experiment(
             "params/trainable": trainable,
             "params/trainable_pct": 100 * trainable / total,
         }
-
-        tags = {
-            "ptexp.method": cfg.method.name,
-            "ptexp.model": cfg.model.name,
-            "ptexp.data": cfg.data.name,
-            "ptexp.train_origin": dataset.train.origin,
-            "ptexp.eval_origin": dataset.eval.origin,
-            "version.torch": torch.__version__,
-            "version.transformers": transformers.__version__,
-            "version.python": platform.python_version(),
-            "device": str(device),
-            # the effective speed options (trainer.precision=auto resolves per device)
-            "ptexp.precision": "bf16" if amp == torch.bfloat16 else "fp32",
-            "ptexp.tf32": str(tf32).lower(),
-            "ptexp.fused_optimizer": str(fused_optimizer(cfg.optimizer, device)).lower(),
-            "ptexp.compile": str(bool(t.compile)).lower(),
-            "ptexp.world_size": str(dist.world),
-        }
-        if dist.enabled:
-            tags["ptexp.dist_backend"] = dist.backend
-        seed = f"s{cfg.seed}"
-        prefix = f"-P{cfg.prefix_length}" if cfg.prefix_length is not None else ""
-        name = cfg.tracking.run_name or f"{cfg.method.name}{prefix}-{cfg.model.name}-{cfg.data.name}-{seed}"
-        if state is not None:
-            tags["ptexp.resumed_at_step"] = str(state["loop"]["step"])
+        name = run_name(cfg)
+        tags = run_tags(cfg, dataset, device, amp, tf32, dist, state)
         tracker.start(name, config_params(cfg), tags, resume=state is not None)
         try:
             if state is None:
@@ -433,12 +207,7 @@ def _run_experiment(
             tracker.set_tag("ptexp.error", f"{type(err).__name__}: {err}"[:5000])
             tracker.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
             if isinstance(err, KeyboardInterrupt) and dist.main and (run_dir / CKPT).is_file():
-                launcher = f"torchrun --nproc_per_node={dist.world}" if dist.enabled else "python"
-                again = (
-                    f"the same sweep command with trainer.resume=true hydra.sweep.dir={run_dir.parent}"
-                    if in_sweep
-                    else f"{launcher} -m ptexp trainer.resume={run_dir}"
-                )
+                again = resume_command(run_dir, dist, in_sweep)
                 print(f"[ptexp] checkpoint saved in {run_dir}; go on with: {again}", file=sys.stderr, flush=True)
             raise
         result = {**counts, **result}
@@ -448,19 +217,53 @@ def _run_experiment(
     return result
 
 
-def check_resumable(state: dict, model: nn.Module, fingerprint: str, run_dir: Path) -> None:
-    """The rebuilt model must be the one the checkpoint trained: same base weights, same trained tensors."""
-    if state["meta"]["fingerprint"] != fingerprint:
-        raise UserError(
-            f"trainer.resume: the base model rebuilt now differs from the one {run_dir} was trained on; valid: "
-            "the same model.name_or_path (and weights) as the original run"
-        )
-    names = {n for n, p in model.named_parameters() if p.requires_grad}
-    if names != set(state["trainable"]):
-        raise UserError(
-            f"trainer.resume: the tensors that train now differ from {run_dir}'s checkpoint; valid: the run's "
-            "method and model options"
-        )
+def run_name(cfg: DictConfig) -> str:
+    """``tracking.run_name``, else ``METHOD[-P<prefix_length>]-MODEL-DATA-s<seed>``."""
+    seed = f"s{cfg.seed}"
+    prefix = f"-P{cfg.prefix_length}" if cfg.prefix_length is not None else ""
+    return cfg.tracking.run_name or f"{cfg.method.name}{prefix}-{cfg.model.name}-{cfg.data.name}-{seed}"
+
+
+def run_tags(
+    cfg: DictConfig,
+    dataset: Dataset,
+    device: torch.device,
+    amp: torch.dtype | None,
+    tf32: bool,
+    dist: Dist,
+    state: dict | None,
+) -> dict[str, str]:
+    """The run's MLflow tags: what it trains on, the versions, the device and the effective speed options."""
+    tags = {
+        "ptexp.method": cfg.method.name,
+        "ptexp.model": cfg.model.name,
+        "ptexp.data": cfg.data.name,
+        "ptexp.train_origin": dataset.train.origin,
+        "ptexp.eval_origin": dataset.eval.origin,
+        "version.torch": torch.__version__,
+        "version.transformers": transformers.__version__,
+        "version.python": platform.python_version(),
+        "device": str(device),
+        # the effective speed options (trainer.precision=auto resolves per device)
+        "ptexp.precision": "bf16" if amp == torch.bfloat16 else "fp32",
+        "ptexp.tf32": str(tf32).lower(),
+        "ptexp.fused_optimizer": str(fused_optimizer(cfg.optimizer, device)).lower(),
+        "ptexp.compile": str(bool(cfg.trainer.compile)).lower(),
+        "ptexp.world_size": str(dist.world),
+    }
+    if dist.enabled:
+        tags["ptexp.dist_backend"] = dist.backend
+    if state is not None:
+        tags["ptexp.resumed_at_step"] = str(state["loop"]["step"])
+    return tags
+
+
+def resume_command(run_dir: Path, dist: Dist, in_sweep: bool) -> str:
+    """The command that continues an interrupted run from its checkpoint."""
+    launcher = f"torchrun --nproc_per_node={dist.world}" if dist.enabled else "python"
+    if in_sweep:
+        return f"the same sweep command with trainer.resume=true hydra.sweep.dir={run_dir.parent}"
+    return f"{launcher} -m ptexp trainer.resume={run_dir}"
 
 
 def make_optimizer(model: nn.Module, cfg: OptimizerConfig, fused: bool = False) -> torch.optim.Optimizer:
@@ -534,12 +337,6 @@ def macro_f1(predictions: list[int], labels: list[int]) -> float:
     return sum(scores) / len(scores)
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB -> MiB (process peak RSS)
-
-
 def make_batches(train_set: EncodedSplit, t, generator: torch.Generator):
     """An iterable of index lists, one per batch, reshuffled by ``generator`` on every pass."""
     if t.group_by_length:
@@ -553,40 +350,6 @@ def check_finite(loss: float, step: int, cfg: DictConfig) -> None:
             f"loss became {loss} at step {step} (optimizer.lr={cfg.optimizer.lr}); "
             "lower optimizer.lr or set trainer.grad_clip"
         )
-
-
-def unused_trainable(model: nn.Module, train_set: EncodedSplit, collate: Collator, device: torch.device) -> bool:
-    """Whether a forward + backward on one row leaves some trained parameter without a gradient (e.g. BERT's
-    pooler under ``model.pooling=mean``): DistributedDataParallel then needs ``find_unused_parameters``. The RNG
-    states are restored afterwards, so the probe changes nothing in the run."""
-    batch = {k: v.to(device) for k, v in collate([train_set[0]]).items()}
-    with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
-        model.train()
-        model(batch["input_ids"], batch["attention_mask"]).float().sum().backward()
-    trained = [p for p in model.parameters() if p.requires_grad]
-    unused = any(p.grad is None for p in trained)
-    for p in trained:
-        p.grad = None
-    return unused
-
-
-def wrap_for_training(
-    model: nn.Module, t, dist: Dist, train_set: EncodedSplit, collate: Collator, device: torch.device
-) -> nn.Module:
-    """The module the training steps call: ``model`` under DistributedDataParallel (torchrun) and torch.compile
-    (``trainer.compile``). Evaluation, checkpoints and adapters use ``model`` itself."""
-    net = model
-    if dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(
-            model,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=unused_trainable(model, train_set, collate, device),
-        )
-    if t.compile:
-        net = torch.compile(net)
-    return net
 
 
 def train(

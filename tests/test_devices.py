@@ -12,7 +12,8 @@ from torch import nn
 
 from ptexp import trainer
 from ptexp.config import OptimizerConfig, OptimizerName, Precision, UserError
-from ptexp.trainer import autocast_dtype, fused_optimizer, make_optimizer, run_experiment, use_tf32
+from ptexp.devices import autocast_dtype, fused_optimizer, use_tf32
+from ptexp.trainer import make_optimizer, run_experiment
 from tests.conftest import run_cli, runs_in
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)

@@ -1,0 +1,68 @@
+"""Devices and precision: which device a run uses, autocast and TF32, fused Adam(W), peak memory."""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+
+import torch
+
+from ptexp.config import OptimizerConfig, OptimizerName, Precision, UserError
+
+
+def pick_device(name: str, local_rank: int | None = None) -> torch.device:
+    """The device ``trainer.device`` names; under torchrun (``local_rank`` given) a CUDA device is this process's
+    GPU, ``cuda:LOCAL_RANK``."""
+    if name == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise UserError(f"trainer.device: {name!r} is not a device; valid: auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("trainer.device: cuda asked for, but no CUDA device is available; valid: auto, cpu")
+    if local_rank is None or device.type != "cuda":
+        return device
+    if device.index is not None:
+        raise UserError(
+            f"trainer.device: {name!r} names one GPU, but torchrun starts a process per GPU; valid: auto or cuda "
+            "(each process takes the GPU of its LOCAL_RANK), or cpu"
+        )
+    if local_rank >= torch.cuda.device_count():
+        raise UserError(
+            f"trainer.device: torchrun started local rank {local_rank}, but this machine has "
+            f"{torch.cuda.device_count()} GPU(s); valid: --nproc_per_node <= {torch.cuda.device_count()}, or cpu"
+        )
+    return torch.device("cuda", local_rank)
+
+
+def autocast_dtype(precision: Precision | str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype ``trainer.precision`` asks for on ``device`` (None: plain fp32)."""
+    name = Precision(precision)
+    bf16_ok = device.type != "cuda" or torch.cuda.is_bf16_supported()
+    if name == Precision.bf16 and not bf16_ok:
+        raise UserError(f"trainer.precision: bf16 asked for, but {device} does not support it; valid: auto, fp32")
+    if name == Precision.bf16 or (name == Precision.auto and device.type == "cuda" and bf16_ok):
+        return torch.bfloat16
+    return None
+
+
+def use_tf32(precision: Precision | str, device: torch.device) -> bool:
+    """TF32 matmuls for what runs in fp32 on CUDA, unless ``trainer.precision=fp32`` asks for plain fp32."""
+    return device.type == "cuda" and Precision(precision) != Precision.fp32
+
+
+def fused_optimizer(cfg: OptimizerConfig, device: torch.device) -> bool:
+    """Adam(W) with ``fused=True`` on CUDA: one kernel for the whole update."""
+    return device.type == "cuda" and cfg.name in (OptimizerName.adamw, OptimizerName.adam)
+
+
+def autocast(dtype: torch.dtype | None, device: torch.device):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB -> MiB (process peak RSS)
