@@ -16,12 +16,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MAIN_METHODS = ("full", "prefix")  # these get --seeds seeds, the others --other-seeds
+MAIN_METHODS = ("full", "prefix", "lora")  # these get --seeds seeds, the others --other-seeds
 # Per-method training recipes on top of each method's defaults (conf/method/*.yaml); --epochs overrides all.
 RECIPES: dict[str, list[str]] = {
     "full": ["trainer.epochs=1"],
-    "prefix": ["trainer.epochs=2"],  # a prefix step costs about a third of a full one: 2 epochs still take less time
-    "lora": ["trainer.epochs=2"],  # likewise: no weight gradients for the frozen backbone
+    "prefix": ["trainer.epochs=1"],  # P=20, lr 3e-2 (conf/method/prefix.yaml); a 2nd epoch did not help at P=10
+    "lora": ["trainer.epochs=2"],  # no weight gradients for the frozen backbone: 2 epochs take less time than full's 1
+    "linear_probe": ["trainer.epochs=10"],  # the backbone runs once per example; later epochs train only the head
 }
 DEFAULT_RECIPE = ["trainer.epochs=1"]
 

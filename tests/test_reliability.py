@@ -225,7 +225,7 @@ def test_a_sweep_stopped_by_sigterm_resumes_under_the_same_parent(tmp_path):
     assert statuses == {
         "sweep sweep": "FAILED",
         "full-tiny-embedded-s42": "FINISHED",
-        "prefix-P10-tiny-embedded-s42": "KILLED",
+        "prefix-P20-tiny-embedded-s42": "KILLED",
     }
 
     again = run_cli(*args, "trainer.resume=true", timeout=600)
@@ -314,7 +314,7 @@ def test_resume_true_and_resume_by_mlflow_run_id_continue_the_same_run(tiny_conf
     result = run_experiment(tiny_config(*overrides, f"trainer.resume={killed.info.run_id}"), tmp_path / "elsewhere")
     (run,) = runs_in(tmp_path / "outputs" / "mlflow.db")
     assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
-    assert run.data.params["optimizer.lr"] == "0.01"
+    assert run.data.params["optimizer.lr"] == "0.03"
     assert losses(tmp_path / "outputs" / "runs" / "x" / "1") == losses(tmp_path / "ref")
     assert result["eval/loss"] == reference["eval/loss"]
     again = run_experiment(tiny_config(*overrides, f"trainer.resume={killed.info.run_id}"), tmp_path / "again")
