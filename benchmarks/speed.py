@@ -7,7 +7,8 @@ One invocation measures, side by side on this machine:
    transformers version where PEFT's prefix tuning runs, beside ptexp's prefix in that same venv);
 2. achieved FLOP/s of those steps against the measured fp32 torch.mm peak (large squares, same threads);
 3. workload W: SST-2, a fixed 20,000-row training subset, 1 epoch, batch 32, MiniLM, prefix P=20 -- ptexp's
-   train wall time and dev accuracy vs Trainer + PEFT with dynamic padding, and with ``group_by_length=True``.
+   train wall time and dev accuracy vs Trainer + PEFT with dynamic padding, and with ``group_by_length=True``;
+   then both again in bf16 autocast (``trainer.precision=bf16`` vs ``bf16=True``), compared like for like.
 
 Every measurement runs in its own process (clean peak RSS, no warm caches shared between rivals).
 
@@ -104,12 +105,14 @@ def fixed_worker(args: argparse.Namespace) -> dict:
     trainable = [p for p in model.parameters() if p.requires_grad]
     rss_loaded = peak_rss_mb()
     vocab = model.config.vocab_size if hasattr(model, "config") else 30522
-    ids = torch.randint(1000, vocab, (args.batch, args.seq))
-    mask = torch.ones_like(ids)
+    # A fresh random batch for every step, made before timing: nothing can be reused between steps (the linear
+    # probe memoises features per example, so repeating one batch would time only its head).
+    batches = [torch.randint(1000, vocab, (args.batch, args.seq)) for _ in range(args.warmup + args.steps)]
+    mask = torch.ones_like(batches[0])
     labels = torch.randint(0, 2, (args.batch,))
     model.train()
     times = []
-    for _ in range(args.warmup + args.steps):
+    for ids in batches:
         started = time.perf_counter()
         loss = F.cross_entropy(forward(ids, mask).float(), labels)
         optimizer.zero_grad(set_to_none=True)
@@ -180,7 +183,8 @@ def trainer_worker(args: argparse.Namespace) -> dict:
         per_device_eval_batch_size=128,
         num_train_epochs=1,
         learning_rate=1e-2,
-        group_by_length=args.group_by_length,
+        group_by_length=bool(args.group_by_length),
+        bf16=bool(args.bf16),
         use_cpu=True,
         seed=args.seed,
         report_to=[],
@@ -247,15 +251,15 @@ def spawn(python: str, kind: str, args: argparse.Namespace, **options) -> dict:
     return json.loads(lines[-1])
 
 
-def ptexp_workload(args: argparse.Namespace) -> dict:
+def ptexp_workload(args: argparse.Namespace, precision: str = "auto") -> dict:
     """Workload W through ptexp's own CLI; the numbers come from the run's result.json."""
-    run_dir = Path(args.out) / "ptexp-W"
+    run_dir = Path(args.out) / f"ptexp-W-{precision}"
     cmd = [
         sys.executable, "-m", "ptexp", "method=prefix", f"prefix_length={args.prefix_length}", "data=sst2",
         f"data.data_dir={args.data_dir}", f"data.max_train_samples={args.train_rows}", "trainer.epochs=1",
         "trainer.batch_size=32", "trainer.progress=false", f"trainer.threads={args.threads}",
         f"seed={args.seed}", f"output_root={args.out}", "tracking.experiment=speed-benchmark",
-        f"hydra.run.dir={run_dir}",
+        f"hydra.run.dir={run_dir}", f"trainer.precision={precision}",
     ]  # fmt: skip
     print("$", " ".join(cmd[1:]), flush=True)
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -333,21 +337,28 @@ def fixed_part(args: argparse.Namespace, compat: str | None) -> None:
 def workload_part(args: argparse.Namespace, compat: str | None) -> None:
     print(f"\nWorkload W: SST-2 {args.train_rows}-row subset, 1 epoch, batch 32, MiniLM, prefix P={args.prefix_length}"
           f", dev 872 rows, {args.threads} threads", flush=True)  # fmt: skip
-    rows = {"ptexp (length-grouped, dynamic padding)": ptexp_workload(args)}
+    # (label, precision, the ptexp row it is compared with): fp32 rows against ptexp fp32, bf16 against ptexp bf16
+    rows: dict[str, tuple[str, dict]] = {"ptexp": ("fp32", ptexp_workload(args, "auto"))}
     if compat:
         for label, grouped in (("Trainer + PEFT, dynamic padding", 0), ("Trainer + PEFT, group_by_length", 1)):
-            rows[label] = spawn(compat, "trainer", args, group_by_length=grouped, seed=args.seed)
+            rows[label] = ("fp32", spawn(compat, "trainer", args, group_by_length=grouped, bf16=0, seed=args.seed))
     else:
-        rows["Trainer + PEFT"] = {"error": "no second venv where PEFT's prefix tuning runs"}
-    print(f"{'':<42}{'train s':>9}{'dev acc %':>11}{'real tokens %':>15}{'ptexp time ratio':>18}")
-    ours = rows["ptexp (length-grouped, dynamic padding)"]
-    for label, r in rows.items():
+        rows["Trainer + PEFT"] = ("fp32", {"error": "no second venv where PEFT's prefix tuning runs"})
+    if args.bf16_rows:
+        rows["ptexp, trainer.precision=bf16"] = ("bf16", ptexp_workload(args, "bf16"))
+        if compat:
+            grouped = spawn(compat, "trainer", args, group_by_length=1, bf16=1, seed=args.seed)
+            rows["Trainer + PEFT, group_by_length, bf16=True"] = ("bf16", grouped)
+    print(f"{'':<44}{'precision':>10}{'train s':>9}{'dev acc %':>11}{'real tokens %':>15}{'ptexp time / this':>19}")
+    ours = {"fp32": rows["ptexp"][1], "bf16": rows.get("ptexp, trainer.precision=bf16", ("", {}))[1]}
+    for label, (precision, r) in rows.items():
         if "error" in r:
-            print(f"{label:<42}  {r['error']}")
+            print(f"{label:<44}  {r['error']}")
             continue
-        ratio = ours["train_s"] / r["train_s"] if "train_s" in ours else None
-        print(f"{label:<42}{r['train_s']:>9.1f}{100 * r['accuracy']:>11.1f}{100 * r['real_token_fraction']:>15.1f}"
-              f"{fmt(ratio, '.2f'):>18}")  # fmt: skip
+        mine = ours[precision]
+        ratio = mine["train_s"] / r["train_s"] if "train_s" in mine else None
+        print(f"{label:<44}{precision:>10}{r['train_s']:>9.1f}{100 * r['accuracy']:>11.1f}"
+              f"{100 * r['real_token_fraction']:>15.1f}{fmt(ratio, '.2f'):>19}")  # fmt: skip
 
 
 def main() -> None:
@@ -371,6 +382,8 @@ def main() -> None:
     parser.add_argument("--impl", default="ptexp", choices=["ptexp", "peft"])
     parser.add_argument("--method", default="prefix")
     parser.add_argument("--group-by-length", type=int, default=0)
+    parser.add_argument("--bf16", type=int, default=0)
+    parser.add_argument("--bf16-rows", type=int, default=1, help="also time workload W in bf16 autocast (both tools)")
     args = parser.parse_args()
     args.out = args.out.resolve()
     if args.worker:
