@@ -88,10 +88,10 @@ def test_report_of_the_latest_sweep_writes_table_files_plots_and_attaches_them(s
     assert "Traceback" not in proc.stderr
 
     groups = printed_groups(proc.stdout)
-    assert set(groups) == {("full", "—"), ("prefix", "10")}
+    assert set(groups) == {("full", "—"), ("prefix", "20")}
     assert all(cells[4] == "3" for cells in groups.values())  # seeds
     assert groups[("full", "—")][6] == "100.0%"
-    assert "±" in groups[("prefix", "10")][7]
+    assert "±" in groups[("prefix", "20")][7]
 
     out = one_report_dir(root)
     assert parent.info.run_id[:8] in out.name
@@ -108,7 +108,7 @@ def test_report_of_the_latest_sweep_writes_table_files_plots_and_attaches_them(s
         assert float(row["final_accuracy_std"]) == pytest.approx(statistics.stdev(final))
         assert float(row["best_accuracy_mean"]) >= float(row["final_accuracy_mean"]) - 1e-12
         assert float(row["trainable_params"]) == runs[0].data.metrics["params/trainable"]
-    assert rows["prefix"]["prefix_length"] == "10" and rows["full"]["prefix_length"] == ""
+    assert rows["prefix"]["prefix_length"] == "20" and rows["full"]["prefix_length"] == ""
     assert float(rows["full"]["trainable_pct"]) == pytest.approx(100.0)
 
     for name in PLOTS:
@@ -134,7 +134,7 @@ def test_filter_selects_within_the_experiment_and_does_not_attach(sweep, tmp_pat
     root, _, _ = sweep
     proc = run_report("--output-root", str(root), "--filter", "tags.ptexp.method = 'prefix'", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert set(printed_groups(proc.stdout)) == {("prefix", "10")}
+    assert set(printed_groups(proc.stdout)) == {("prefix", "20")}
     assert "not attached" in proc.stdout
     with (tmp_path / "report.csv").open() as f:
         assert [r["seeds"] for r in csv.DictReader(f)] == ["3"]
