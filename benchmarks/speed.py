@@ -8,7 +8,8 @@ One invocation measures, side by side on this machine:
 2. achieved FLOP/s of those steps against the measured fp32 torch.mm peak (large squares, same threads);
 3. workload W: SST-2, a fixed 20,000-row training subset, 1 epoch, batch 32, MiniLM, prefix P=20 -- ptexp's
    train wall time and dev accuracy vs Trainer + PEFT with dynamic padding, and with ``group_by_length=True``;
-   then both again in bf16 autocast (``trainer.precision=bf16`` vs ``bf16=True``), compared like for like.
+   then both again in bf16 autocast (``trainer.precision=bf16`` vs ``bf16=True``), compared like for like;
+4. start-up: a fresh process's imports, config composition, model + tokenizer + data loading, cached tokens.
 
 Every measurement runs in its own process (clean peak RSS, no warm caches shared between rivals).
 
@@ -49,16 +50,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def ptexp_model(method: str, prefix_length: int, seed: int = 0):
-    """ptexp's model for ``method``, built exactly as the trainer builds it, and its optimizer."""
+def ptexp_model(method: str, prefix_length: int, seed: int = 0, fast_dropout: bool = True):
+    """ptexp's model for ``method``, built exactly as the trainer builds it for a CPU run (fast dropout included,
+    unless ``fast_dropout`` is false), and its optimizer."""
     from hydra import compose, initialize_config_dir
 
     from ptexp.config import CONF_DIR
+    from ptexp.fast_dropout import use_fast_dropout
     from ptexp.methods import build_model
     from ptexp.models import SequenceClassifier, load_backbone
     from ptexp.trainer import make_optimizer, prepare_config
 
-    overrides = [f"method={method}", f"seed={seed}"]
+    overrides = [f"method={method}", f"seed={seed}", f"trainer.fast_dropout={str(fast_dropout).lower()}"]
     if method == "prefix":
         overrides.append(f"prefix_length={prefix_length}")
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
@@ -67,6 +70,8 @@ def ptexp_model(method: str, prefix_length: int, seed: int = 0):
     backbone = load_backbone(cfg.model, cfg.seed)
     classifier = SequenceClassifier(backbone, 2, cfg.model.pooling, cfg.model.classifier_dropout)
     model = build_model(cfg, classifier)
+    if cfg.trainer.fast_dropout:
+        use_fast_dropout(model)
     return model, make_optimizer(model, cfg.optimizer), cfg.trainer.grad_clip
 
 
@@ -100,7 +105,7 @@ def fixed_worker(args: argparse.Namespace) -> dict:
         model, optimizer, clip = peft_prefix_model(args.prefix_length)
         forward = lambda ids, mask: model(input_ids=ids, attention_mask=mask).logits  # noqa: E731
     else:
-        model, optimizer, clip = ptexp_model(args.method, args.prefix_length)
+        model, optimizer, clip = ptexp_model(args.method, args.prefix_length, fast_dropout=bool(args.fast_dropout))
         forward = model
     trainable = [p for p in model.parameters() if p.requires_grad]
     rss_loaded = peak_rss_mb()
@@ -218,6 +223,42 @@ def trainer_worker(args: argparse.Namespace) -> dict:
     }
 
 
+def startup_worker(args: argparse.Namespace) -> dict:
+    """Seconds from a fresh interpreter to a model ready to train on a dataset whose tokens are cached: imports,
+    config composition, data (tokens from the cache W's run left), then backbone + tokenizer + method."""
+    clock = [time.perf_counter()]
+
+    def lap() -> float:
+        clock.append(time.perf_counter())
+        return clock[-1] - clock[-2]
+
+    import torch
+    import transformers  # noqa: F401
+
+    from ptexp.trainer import build_experiment, encode, prepare_config
+
+    seconds = {"import": lap()}
+    from hydra import compose, initialize_config_dir
+
+    from ptexp.config import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        overrides = ["method=prefix", "data=sst2", f"data.data_dir={args.data_dir}"]
+        overrides += [f"data.max_train_samples={args.train_rows}", f"output_root={args.out}"]
+        cfg = compose("config", overrides=overrides)
+    prepare_config(cfg)
+    seconds["compose"] = lap()
+    built = build_experiment(cfg, torch.device("cpu"))
+    seconds["model + tokenizer + data files"] = lap()
+    cache = Path(cfg.output_root) / "cache" / "tokens"
+    cached = cache.is_dir() and any(cache.iterdir())
+    for split in (built.dataset.train, built.dataset.eval):
+        encode(split, built.tokenizer, cfg.data.max_length, cache)
+    seconds["tokens (from the cache)" if cached else "tokens (tokenised: no cache yet)"] = lap()
+    seconds["total"] = clock[-1] - clock[0]
+    return seconds
+
+
 def sst2_config(args: argparse.Namespace):
     """The SST-2 subset exactly as ptexp's ``data=sst2 data.data_dir=... data.max_train_samples=...`` draws it."""
     from omegaconf import OmegaConf
@@ -229,7 +270,7 @@ def sst2_config(args: argparse.Namespace):
     return cfg
 
 
-WORKERS = {"fixed": fixed_worker, "matmul": matmul_worker, "trainer": trainer_worker}
+WORKERS = {"fixed": fixed_worker, "matmul": matmul_worker, "trainer": trainer_worker, "startup": startup_worker}
 
 
 # ------------------------------------------------------------------------------------------- orchestration
@@ -297,6 +338,9 @@ def fixed_part(args: argparse.Namespace, compat: str | None) -> None:
     rows: list[tuple[str, str, dict]] = []
     for method in FIXED_METHODS:
         rows.append((f"ptexp {method}", method, spawn(sys.executable, "fixed", args, method=method, impl="ptexp")))
+    for method in ("full", "prefix"):  # the same steps with torch's own dropout (trainer.fast_dropout=false)
+        timed = spawn(sys.executable, "fixed", args, method=method, impl="ptexp", fast_dropout=0)
+        rows.append((f"ptexp {method}, torch dropout", method, timed))
     if compat:
         rows.append(
             ("ptexp prefix (compat venv)", "prefix", spawn(compat, "fixed", args, method="prefix", impl="ptexp"))
@@ -324,6 +368,8 @@ def fixed_part(args: argparse.Namespace, compat: str | None) -> None:
     ratios = [
         ("ptexp prefix / PEFT prefix (same transformers)", "ptexp prefix (compat venv)", "PEFT prefix (compat venv)"),
         ("ptexp prefix / full", "ptexp prefix", "ptexp full"),
+        ("full: fast dropout / torch dropout", "ptexp full", "ptexp full, torch dropout"),
+        ("prefix: fast dropout / torch dropout", "ptexp prefix", "ptexp prefix, torch dropout"),
     ]
     for text, a, b in ratios:
         if a in by_label and b in by_label:
@@ -361,9 +407,19 @@ def workload_part(args: argparse.Namespace, compat: str | None) -> None:
               f"{100 * r['real_token_fraction']:>15.1f}{fmt(ratio, '.2f'):>19}")  # fmt: skip
 
 
+def startup_part(args: argparse.Namespace) -> None:
+    runs = [spawn(sys.executable, "startup", args) for _ in range(3)]
+    print(f"\nStart-up, fresh process (median of {len(runs)}): import ptexp/torch/transformers, compose, load")
+    if "error" in runs[0]:
+        print(f"  {runs[0]['error']}")
+        return
+    for key in runs[0]:
+        print(f"  {key:<34}{statistics.median(r[key] for r in runs):>7.2f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", default="fixed,workload", help="comma list of: fixed, workload")
+    parser.add_argument("--parts", default="fixed,workload,startup", help="comma list of: fixed, workload, startup")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=30, help="timed steps per fixed-shape measurement")
     parser.add_argument("--warmup", type=int, default=5)
@@ -383,6 +439,7 @@ def main() -> None:
     parser.add_argument("--method", default="prefix")
     parser.add_argument("--group-by-length", type=int, default=0)
     parser.add_argument("--bf16", type=int, default=0)
+    parser.add_argument("--fast-dropout", type=int, default=1)
     parser.add_argument("--bf16-rows", type=int, default=1, help="also time workload W in bf16 autocast (both tools)")
     args = parser.parse_args()
     args.out = args.out.resolve()
@@ -397,6 +454,8 @@ def main() -> None:
         fixed_part(args, compat)
     if "workload" in parts:
         workload_part(args, compat)
+    if "startup" in parts:
+        startup_part(args)
     print(f"\n(benchmark wall time {time.perf_counter() - started:.0f} s)")
 
 

@@ -166,6 +166,7 @@ class TrainerConfig:
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     precision: Precision = Precision.auto  # auto | fp32 | bf16: autocast dtype (auto: bf16 on CUDA, fp32 on CPU)
     compile: bool = False  # wrap the training forward in torch.compile
+    fast_dropout: bool | None = None  # dropout masks from 16-bit random integers (ptexp/fast_dropout.py); None: on CPU
     dist_timeout_s: int = 600  # under torchrun: how long a rank waits for the others in a collective, then fails
     deterministic: bool = True
     progress: bool = True

@@ -58,6 +58,11 @@ def fused_optimizer(cfg: OptimizerConfig, device: torch.device) -> bool:
     return device.type == "cuda" and cfg.name in (OptimizerName.adamw, OptimizerName.adam)
 
 
+def wants_fast_dropout(setting: bool | None, device: torch.device) -> bool:
+    """``trainer.fast_dropout``: null (auto) means on for CPU runs, where torch's per-element dropout is slow."""
+    return device.type == "cpu" if setting is None else bool(setting)
+
+
 def autocast(dtype: torch.dtype | None, device: torch.device):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 

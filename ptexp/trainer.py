@@ -38,8 +38,17 @@ from ptexp.checkpoint import (
 )
 from ptexp.config import OptimizerConfig, OptimizerName, Schedule, UserError, validate
 from ptexp.data import Collator, Dataset, EncodedSplit, LengthGroupedBatches, encode, load_dataset
-from ptexp.devices import autocast, autocast_dtype, fused_optimizer, peak_memory_mb, pick_device, use_tf32
+from ptexp.devices import (
+    autocast,
+    autocast_dtype,
+    fused_optimizer,
+    peak_memory_mb,
+    pick_device,
+    use_tf32,
+    wants_fast_dropout,
+)
 from ptexp.distributed import Dist, NullTracker, distributed, share_run_dir, torchrun_world, wrap_for_training
+from ptexp.fast_dropout import use_fast_dropout
 from ptexp.methods import METHODS, build_model
 from ptexp.models import SequenceClassifier, count_parameters, load_backbone, load_tokenizer
 from ptexp.tracking import RunTracker, config_params
@@ -141,6 +150,8 @@ def _run_experiment(
 
         built = build_experiment(cfg, device)
         dataset, tokenizer, model = built.dataset, built.tokenizer, built.model
+        if wants_fast_dropout(t.fast_dropout, device):
+            use_fast_dropout(model)
         if state is not None:
             check_resumable(state, model, built.base_fingerprint, run_dir)
         token_cache = Path(cfg.output_root).resolve() / "cache" / "tokens"  # shared by every job of a sweep
@@ -249,6 +260,7 @@ def run_tags(
         "ptexp.tf32": str(tf32).lower(),
         "ptexp.fused_optimizer": str(fused_optimizer(cfg.optimizer, device)).lower(),
         "ptexp.compile": str(bool(cfg.trainer.compile)).lower(),
+        "ptexp.fast_dropout": str(wants_fast_dropout(cfg.trainer.fast_dropout, device)).lower(),
         "ptexp.world_size": str(dist.world),
     }
     if dist.enabled:

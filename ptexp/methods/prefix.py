@@ -72,10 +72,13 @@ class PrefixEncoder(nn.Module):
     def forward(self, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         kv = self.key_values()
         kv = kv.view(self.num_layers, 2, self.length, self.num_heads, self.head_dim).transpose(2, 3)
-        kv = kv.unsqueeze(2).expand(-1, -1, batch_size, -1, -1, -1)  # (layers, 2, B, heads, P, head_dim)
-        if self.training and self.dropout.p > 0:
-            kv = self.dropout(kv)
-        return [(kv[layer, 0], kv[layer, 1]) for layer in range(self.num_layers)]
+        # Select each layer's key and value before expanding to the batch: the backward of a select on the
+        # expanded (layers, 2, B, heads, P, head_dim) tensor would zero-fill that whole tensor once per select.
+        pairs = []
+        for layer in range(self.num_layers):
+            key, value = (self.dropout(t.expand(batch_size, -1, -1, -1)) for t in kv[layer])  # dropout per example
+            pairs.append((key, value))
+        return pairs
 
 
 class PrefixTuningModel(nn.Module):
