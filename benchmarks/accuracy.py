@@ -20,8 +20,8 @@ MAIN_METHODS = ("full", "prefix", "lora")  # these get --seeds seeds, the others
 # Per-method training recipes on top of each method's defaults (conf/method/*.yaml); --epochs overrides all.
 RECIPES: dict[str, list[str]] = {
     "full": ["trainer.epochs=1"],
-    "prefix": ["trainer.epochs=1"],  # P=20, lr 3e-2 (conf/method/prefix.yaml); a 2nd epoch did not help at P=10
-    "lora": ["trainer.epochs=2"],  # no weight gradients for the frozen backbone: 2 epochs take less time than full's 1
+    "prefix": ["trainer.max_steps=938"],  # 1.5 epochs of 625 steps; P=20, lr 2e-2 (conf/method/prefix.yaml)
+    "lora": ["trainer.max_steps=875"],  # 1.4 epochs, lr 2e-3 (conf/method/lora.yaml): 1.5 took 0.96x full's time
     "linear_probe": ["trainer.epochs=10"],  # the backbone runs once per example; later epochs train only the head
 }
 DEFAULT_RECIPE = ["trainer.epochs=1"]
@@ -53,6 +53,12 @@ def summarise(args: argparse.Namespace, methods: list[str]) -> None:
         if method in methods and r.data.params.get("data.max_train_samples") == str(args.train_rows):
             params = r.data.params
             epochs, length = params.get("trainer.epochs", "?"), params.get("prefix_length", "None")
+            if params.get("trainer.max_steps", "None") != "None":  # max_steps overrides epochs
+                steps, per_epoch = (
+                    int(params["trainer.max_steps"]),
+                    -(-args.train_rows // int(params["trainer.batch_size"])),
+                )
+                epochs = f"{steps} steps = {steps / per_epoch:.2g}"
             key = (method, epochs, length, params["optimizer.lr"])
             groups.setdefault(key, []).append(r)
     rows = {}
@@ -72,13 +78,13 @@ def summarise(args: argparse.Namespace, methods: list[str]) -> None:
     budget = fulls[0]["train_s"] if fulls else None  # a method's recipe may take no more train time than full's
     print(f"\nMiniLM-L6, SST-2 train subset {args.train_rows} rows, dev 872 rows, experiment {args.experiment!r}")
     headers = ("method, recipe", "seeds", "dev accuracy", "train s", "/ full's", "trainable %", "gap to full")
-    widths = (34, 6, 18, 9, 10, 13, 13)
+    widths = (44, 6, 18, 9, 10, 13, 13)
     print("".join(f"{h:<{w}}" if i == 0 else f"{h:>{w}}" for i, (h, w) in enumerate(zip(headers, widths, strict=True))))
     for method, row in rows.items():
         gap = f"{100 * (row['mean'] - full):+.1f} pt" if full is not None else "n/a"
         accuracy = f"{100 * row['mean']:.1f} ± {100 * row['std']:.1f}"
         share = f"{row['train_s'] / budget:.2f}" if budget else "n/a"
-        print(f"{method:<34}{row['n']:>6}{accuracy:>18}{row['train_s']:>9.0f}{share:>10}{row['pct']:>13.3f}{gap:>13}")
+        print(f"{method:<44}{row['n']:>6}{accuracy:>18}{row['train_s']:>9.0f}{share:>10}{row['pct']:>13.3f}{gap:>13}")
 
 
 def main() -> None:

@@ -292,15 +292,16 @@ def spawn(python: str, kind: str, args: argparse.Namespace, **options) -> dict:
     return json.loads(lines[-1])
 
 
-def ptexp_workload(args: argparse.Namespace, precision: str = "auto") -> dict:
+def ptexp_workload(args: argparse.Namespace, precision: str = "auto", fast_dropout: bool = True) -> dict:
     """Workload W through ptexp's own CLI; the numbers come from the run's result.json."""
-    run_dir = Path(args.out) / f"ptexp-W-{precision}"
+    run_dir = Path(args.out) / f"ptexp-W-{precision}{'' if fast_dropout else '-torch-dropout'}"
     cmd = [
         sys.executable, "-m", "ptexp", "method=prefix", f"prefix_length={args.prefix_length}", "data=sst2",
         f"data.data_dir={args.data_dir}", f"data.max_train_samples={args.train_rows}", "trainer.epochs=1",
         "trainer.batch_size=32", "trainer.progress=false", f"trainer.threads={args.threads}",
         f"seed={args.seed}", f"output_root={args.out}", "tracking.experiment=speed-benchmark",
         f"hydra.run.dir={run_dir}", f"trainer.precision={precision}",
+        f"trainer.fast_dropout={str(fast_dropout).lower()}",
     ]  # fmt: skip
     print("$", " ".join(cmd[1:]), flush=True)
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -385,6 +386,7 @@ def workload_part(args: argparse.Namespace, compat: str | None) -> None:
           f", dev 872 rows, {args.threads} threads", flush=True)  # fmt: skip
     # (label, precision, the ptexp row it is compared with): fp32 rows against ptexp fp32, bf16 against ptexp bf16
     rows: dict[str, tuple[str, dict]] = {"ptexp": ("fp32", ptexp_workload(args, "auto"))}
+    rows["ptexp, trainer.fast_dropout=false"] = ("fp32", ptexp_workload(args, "auto", fast_dropout=False))
     if compat:
         for label, grouped in (("Trainer + PEFT, dynamic padding", 0), ("Trainer + PEFT, group_by_length", 1)):
             rows[label] = ("fp32", spawn(compat, "trainer", args, group_by_length=grouped, bf16=0, seed=args.seed))

@@ -21,7 +21,7 @@ def test_defaults_compose_minilm_full_embedded_adamw():
         "adamw",
     )
     assert cfg.prefix_length is None and cfg.prefix is None
-    assert cfg.optimizer.lr == pytest.approx(3e-5)
+    assert cfg.optimizer.lr == pytest.approx(2e-4)
     validate(cfg)
 
 
@@ -30,7 +30,7 @@ def test_prefix_method_reads_top_level_prefix_length_and_sets_its_own_lr():
     assert cfg.method.name == "prefix"
     assert cfg.prefix_length == 5
     assert cfg.prefix.projection is False
-    assert cfg.optimizer.lr == pytest.approx(3e-2)
+    assert cfg.optimizer.lr == pytest.approx(2e-2)
     validate(cfg)
 
 

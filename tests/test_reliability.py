@@ -314,7 +314,7 @@ def test_resume_true_and_resume_by_mlflow_run_id_continue_the_same_run(tiny_conf
     result = run_experiment(tiny_config(*overrides, f"trainer.resume={killed.info.run_id}"), tmp_path / "elsewhere")
     (run,) = runs_in(tmp_path / "outputs" / "mlflow.db")
     assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
-    assert run.data.params["optimizer.lr"] == "0.03"
+    assert run.data.params["optimizer.lr"] == "0.02"
     assert losses(tmp_path / "outputs" / "runs" / "x" / "1") == losses(tmp_path / "ref")
     assert result["eval/loss"] == reference["eval/loss"]
     again = run_experiment(tiny_config(*overrides, f"trainer.resume={killed.info.run_id}"), tmp_path / "again")
@@ -329,7 +329,7 @@ def test_resume_refuses_an_override_that_would_change_the_run(tiny_config, tmp_p
         with pytest.raises(KeyboardInterrupt):
             run_experiment(tiny_config("trainer.batch_size=8", "trainer.log_every=1"), tmp_path / "run")
     resume = f"trainer.resume={tmp_path / 'run'}"
-    with pytest.raises(UserError, match=r"optimizer.lr: the run being resumed used '3e-05', not '0.1'"):
+    with pytest.raises(UserError, match=r"optimizer.lr: the run being resumed used '0.0002', not '0.1'"):
         run_experiment(tiny_config(resume, "optimizer.lr=0.1"), tmp_path / "x", overrides=[resume, "optimizer.lr=0.1"])
     (run,) = runs_in(tmp_path / "outputs" / "mlflow.db")
     assert run.info.status == "KILLED"  # refused before the run was reopened

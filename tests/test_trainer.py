@@ -18,7 +18,7 @@ def test_prefix_run_is_tracked_with_params_tags_counts_and_metric_history(tiny_c
     assert run.info.status == "FINISHED"
     params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
     assert params["prefix_length"] == "5" and params["method.name"] == "prefix"
-    assert params["optimizer.lr"] == "0.03" and params["model.name"] == "tiny"
+    assert params["optimizer.lr"] == "0.02" and params["model.name"] == "tiny"
     assert tags["ptexp.method"] == "prefix" and tags["ptexp.model"] == "tiny" and tags["ptexp.data"] == "embedded"
     assert tags["version.torch"] == torch.__version__ and "version.transformers" in tags
     layers, hidden = cfg.model.config_overrides.num_hidden_layers, cfg.model.config_overrides.hidden_size
