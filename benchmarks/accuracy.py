@@ -54,10 +54,8 @@ def summarise(args: argparse.Namespace, methods: list[str]) -> None:
             params = r.data.params
             epochs, length = params.get("trainer.epochs", "?"), params.get("prefix_length", "None")
             if params.get("trainer.max_steps", "None") != "None":  # max_steps overrides epochs
-                steps, per_epoch = (
-                    int(params["trainer.max_steps"]),
-                    -(-args.train_rows // int(params["trainer.batch_size"])),
-                )
+                steps = int(params["trainer.max_steps"])
+                per_epoch = -(-args.train_rows // int(params["trainer.batch_size"]))  # ceil: the last batch is short
                 epochs = f"{steps} steps = {steps / per_epoch:.2g}"
             key = (method, epochs, length, params["optimizer.lr"])
             groups.setdefault(key, []).append(r)

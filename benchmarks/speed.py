@@ -53,9 +53,11 @@ def peak_rss_mb() -> float:
 def ptexp_model(method: str, prefix_length: int, seed: int = 0, fast_dropout: bool = True):
     """ptexp's model for ``method``, built exactly as the trainer builds it for a CPU run (fast dropout included,
     unless ``fast_dropout`` is false), and its optimizer."""
+    import torch
     from hydra import compose, initialize_config_dir
 
     from ptexp.config import CONF_DIR
+    from ptexp.devices import wants_fast_dropout
     from ptexp.fast_dropout import use_fast_dropout
     from ptexp.methods import build_model
     from ptexp.models import SequenceClassifier, load_backbone
@@ -70,7 +72,7 @@ def ptexp_model(method: str, prefix_length: int, seed: int = 0, fast_dropout: bo
     backbone = load_backbone(cfg.model, cfg.seed)
     classifier = SequenceClassifier(backbone, 2, cfg.model.pooling, cfg.model.classifier_dropout)
     model = build_model(cfg, classifier)
-    if cfg.trainer.fast_dropout:
+    if wants_fast_dropout(cfg.trainer.fast_dropout, torch.device("cpu")):  # the trainer's decision for a CPU run
         use_fast_dropout(model)
     return model, make_optimizer(model, cfg.optimizer), cfg.trainer.grad_clip
 
