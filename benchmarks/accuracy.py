@@ -17,23 +17,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN_METHODS = ("full", "prefix", "lora")  # these get --seeds seeds, the others --other-seeds
-# Per-method training recipes on top of each method's defaults (conf/method/*.yaml); --epochs overrides all.
-RECIPES: dict[str, list[str]] = {
-    "full": ["trainer.epochs=1"],
-    "prefix": ["trainer.max_steps=938"],  # 1.5 epochs of 625 steps; P=20, lr 2e-2 (conf/method/prefix.yaml)
-    "lora": ["trainer.max_steps=875"],  # 1.4 epochs, lr 2e-3 (conf/method/lora.yaml): 1.5 took 0.96x full's time
-    "linear_probe": ["trainer.epochs=10"],  # the backbone runs once per example; later epochs train only the head
-}
-DEFAULT_RECIPE = ["trainer.epochs=1"]
+# Each method runs experiment=sst2_compare: its default lr (conf/method/*.yaml) and its tuned epochs
+# (trainer.method_epochs in conf/experiment/sst2_compare.yaml); --epochs gives every method the same epochs.
 
 
 def run_sweep(method: str, seeds: list[int], args: argparse.Namespace, extra: list[str]) -> None:
+    epochs = [f"trainer.epochs={args.epochs:g}", "trainer.method_epochs={}"] if args.epochs else []
     cmd = [
-        sys.executable, "-m", "ptexp", "-m", f"method={method}", f"seed={','.join(map(str, seeds))}",
-        "data=sst2", f"data.data_dir={args.data_dir}", f"data.max_train_samples={args.train_rows}",
-        *([f"trainer.epochs={args.epochs}"] if args.epochs else RECIPES.get(method, DEFAULT_RECIPE)),
-        "trainer.progress=false", f"output_root={args.output_root}",
-        f"tracking.experiment={args.experiment}", *extra,
+        sys.executable, "-m", "ptexp", "-m", "experiment=sst2_compare", f"method={method}",
+        f"seed={','.join(map(str, seeds))}", f"data.data_dir={args.data_dir}",
+        f"data.max_train_samples={args.train_rows}", *epochs, "trainer.progress=false",
+        f"output_root={args.output_root}", f"tracking.experiment={args.experiment}", *extra,
     ]  # fmt: skip
     print("$", " ".join(cmd[1:]), flush=True)
     started = time.perf_counter()
@@ -52,7 +46,7 @@ def summarise(args: argparse.Namespace, methods: list[str]) -> None:
         method = r.data.tags.get("ptexp.method")
         if method in methods and r.data.params.get("data.max_train_samples") == str(args.train_rows):
             params = r.data.params
-            epochs, length = params.get("trainer.epochs", "?"), params.get("prefix_length", "None")
+            epochs, length = f"{float(params.get('trainer.epochs', 'nan')):g}", params.get("prefix_length", "None")
             if params.get("trainer.max_steps", "None") != "None":  # max_steps overrides epochs
                 steps = int(params["trainer.max_steps"])
                 per_epoch = -(-args.train_rows // int(params["trainer.batch_size"]))  # ceil: the last batch is short
@@ -89,7 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "sst2"))
     parser.add_argument("--train-rows", type=int, default=20000)
-    parser.add_argument("--epochs", type=int, default=None, help="the same epochs for every method (default: RECIPES)")
+    parser.add_argument("--epochs", type=float, default=None, help="the same epochs for every method")
     parser.add_argument("--methods", nargs="+", default=["full", "prefix", "prompt", "lora", "ia3", "bitfit",
                                                          "linear_probe"])  # fmt: skip
     parser.add_argument("--seeds", type=int, default=3, help="seeds for full and prefix")

@@ -154,7 +154,9 @@ class OptimizerConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 3
+    epochs: float = 3  # may be fractional: 1.5 = one epoch and the first half of the next (steps rounded up)
+    # per-method epochs over ``epochs``, for a sweep across methods with a recipe each (experiment=sst2_compare)
+    method_epochs: dict[str, float] = field(default_factory=dict)
     max_steps: int | None = None  # when set, overrides epochs
     batch_size: int = 32
     group_by_length: bool = True  # batches of similar length (less padding); false: plain shuffling
@@ -220,7 +222,9 @@ def validate_trainer_and_tracking(cfg: DictConfig) -> None:
             raise UserError(f"{key}: {problem}; valid: {valid}")
 
     t = cfg.trainer
-    need(t.epochs >= 1, "trainer.epochs", f"{t.epochs}", "an integer >= 1")
+    need(t.epochs > 0, "trainer.epochs", f"{t.epochs}", "a number > 0, e.g. 3 or 1.5")
+    for method, epochs in t.method_epochs.items():
+        need(epochs > 0, f"trainer.method_epochs.{method}", f"{epochs}", "a number > 0, e.g. 3 or 1.5")
     need(t.max_steps is None or t.max_steps >= 1, "trainer.max_steps", f"{t.max_steps}", "null or >= 1")
     need(t.batch_size >= 1, "trainer.batch_size", f"{t.batch_size}", "an integer >= 1")
     need(t.eval_batch_size >= 1, "trainer.eval_batch_size", f"{t.eval_batch_size}", "an integer >= 1")
@@ -271,6 +275,8 @@ def validate(cfg: DictConfig) -> None:
         need(cfg.lora.r >= 1, "lora.r", f"{cfg.lora.r}", "an integer >= 1")
         need(0 <= cfg.lora.dropout < 1, "lora.dropout", f"{cfg.lora.dropout}", "0 <= p < 1")
     validate_trainer_and_tracking(cfg)
+    for method in cfg.trainer.method_epochs:
+        need(method in METHODS, f"trainer.method_epochs.{method}", "unknown method", ", ".join(METHODS))
     o, d = cfg.optimizer, cfg.data
     need(o.lr > 0, "optimizer.lr", f"{o.lr}", "a positive float such as 3e-5")
     need(o.weight_decay >= 0, "optimizer.weight_decay", f"{o.weight_decay}", ">= 0")

@@ -59,7 +59,8 @@ class TrainingDiverged(RuntimeError):
 
 
 def prepare_config(cfg: DictConfig) -> None:
-    """Fail on unset mandatory keys, drop options the chosen method does not read, then validate."""
+    """Fail on unset mandatory keys, drop options the chosen method does not read, take this method's
+    ``trainer.method_epochs`` as ``trainer.epochs`` (so params and adapters record what ran), then validate."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise UserError(f"{missing[0]}: required but not set; give it on the command line, e.g. {missing[0]}=...")
@@ -69,6 +70,8 @@ def prepare_config(cfg: DictConfig) -> None:
         with open_dict(cfg):
             cfg.prefix_length = None
     validate(cfg)
+    if cfg.method.name in cfg.trainer.method_epochs:
+        cfg.trainer.epochs = cfg.trainer.method_epochs[cfg.method.name]
 
 
 @dataclass
@@ -396,7 +399,7 @@ def train(
     stop = stop or StopSignals()
     generator = torch.Generator().manual_seed(cfg.seed)
     batches = make_batches(train_set, t, generator)
-    total_steps = t.max_steps or len(batches) * t.epochs
+    total_steps = t.max_steps or math.ceil(round(len(batches) * t.epochs, 6))  # round: 625 * 1.4 is 875.0000001
     optimizer = make_optimizer(model, cfg.optimizer, fused=fused_optimizer(cfg.optimizer, device))
     scheduler = make_scheduler(optimizer, cfg.optimizer, total_steps)
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -88,6 +88,9 @@ def test_unknown_key_fails_while_composing():
         ("prefix.dropout=1.5", "prefix.dropout"),
         ("optimizer.warmup_ratio=1.0", "optimizer.warmup_ratio"),
         ("data.max_train_samples=0", "data.max_train_samples"),
+        ("trainer.epochs=0", "trainer.epochs"),
+        ("+trainer.method_epochs.prefix=-1", "trainer.method_epochs.prefix"),
+        ("+trainer.method_epochs.prefixx=2", "trainer.method_epochs.prefixx"),
     ],
 )
 def test_cross_checks_name_the_key(override, key):
@@ -124,3 +127,10 @@ def test_sst2_compare_preset_sweeps_five_methods_over_three_seeds():
     assert cfg.data.name == "sst2"
     assert cfg.hydra.sweeper.params.method == "full,prefix,prompt,lora,linear_probe"
     assert cfg.hydra.sweeper.params.seed == "1,2,3"
+
+
+@pytest.mark.parametrize("method,epochs", [("full", 1), ("prefix", 1.5), ("lora", 1.4), ("prompt", 1)])
+def test_sst2_compare_gives_each_method_its_tuned_epochs(method, epochs):
+    cfg = make_config("experiment=sst2_compare", f"method={method}", "data.data_dir=/data/glue/sst2")
+    prepare_config(cfg)
+    assert cfg.trainer.epochs == pytest.approx(epochs)

@@ -45,6 +45,26 @@ def test_prefix_run_is_tracked_with_params_tags_counts_and_metric_history(tiny_c
     assert len(list((tmp_path / "outputs" / "cache" / "tokens").glob("*.json"))) == 2  # train + eval token ids
 
 
+def test_fractional_epochs_and_the_methods_own_epochs(tiny_config, tmp_path):
+    """1.5 epochs of 4 steps train 6 steps, evaluated at the first epoch's end and at the last step; a method listed
+    in trainer.method_epochs trains that many epochs instead, and its params record them."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    for name, overrides in {
+        "fractional": ["trainer.epochs=1.5"],
+        "listed": ["trainer.epochs=1", "+trainer.method_epochs.prefix=2.5", "+trainer.method_epochs.full=9"],
+    }.items():
+        cfg = tiny_config("method=prefix", "trainer.batch_size=16", "trainer.log_every=1", *overrides)
+        run_experiment(cfg, tmp_path / name)
+    fractional, listed = sorted(runs_in(tmp_path / "outputs" / "mlflow.db"), key=lambda r: r.info.start_time)
+    for run, epochs, evaluations in ((fractional, "1.5", [4, 6]), (listed, "2.5", [4, 8, 10])):
+        assert run.data.params["trainer.epochs"] == epochs
+        history = client.get_metric_history(run.info.run_id, "eval/accuracy")
+        assert sorted(m.step for m in history) == evaluations
+        assert len(client.get_metric_history(run.info.run_id, "train/loss")) == evaluations[-1]
+
+
 @pytest.mark.parametrize("method", ["full", "prefix"])
 def test_same_seed_gives_the_same_metrics_and_another_seed_does_not(tiny_config, tmp_path, method):
     def losses(seed: int, name: str) -> list[float]:
