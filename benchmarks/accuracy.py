@@ -22,7 +22,7 @@ MAIN_METHODS = ("full", "prefix", "lora")  # these get --seeds seeds, the others
 
 
 def run_sweep(method: str, seeds: list[int], args: argparse.Namespace, extra: list[str]) -> None:
-    epochs = [f"trainer.epochs={args.epochs:g}", "trainer.method_epochs={}"] if args.epochs else []
+    epochs = [f"++trainer.method_epochs.{method}={args.epochs:g}"] if args.epochs else []  # over the preset's
     cmd = [
         sys.executable, "-m", "ptexp", "-m", "experiment=sst2_compare", f"method={method}",
         f"seed={','.join(map(str, seeds))}", f"data.data_dir={args.data_dir}",

@@ -70,8 +70,14 @@ def prepare_config(cfg: DictConfig) -> None:
         with open_dict(cfg):
             cfg.prefix_length = None
     validate(cfg)
-    if cfg.method.name in cfg.trainer.method_epochs:
-        cfg.trainer.epochs = cfg.trainer.method_epochs[cfg.method.name]
+    epochs = cfg.trainer.method_epochs.get(cfg.method.name)
+    if epochs is not None and epochs != cfg.trainer.epochs:
+        print(
+            f"[ptexp] note: trainer.method_epochs.{cfg.method.name}={epochs:g} replaces trainer.epochs="
+            f"{cfg.trainer.epochs:g} for this method",
+            file=sys.stderr,
+        )
+        cfg.trainer.epochs = epochs
 
 
 @dataclass

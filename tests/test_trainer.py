@@ -45,9 +45,9 @@ def test_prefix_run_is_tracked_with_params_tags_counts_and_metric_history(tiny_c
     assert len(list((tmp_path / "outputs" / "cache" / "tokens").glob("*.json"))) == 2  # train + eval token ids
 
 
-def test_fractional_epochs_and_the_methods_own_epochs(tiny_config, tmp_path):
+def test_fractional_epochs_and_the_methods_own_epochs(tiny_config, tmp_path, capsys):
     """1.5 epochs of 4 steps train 6 steps, evaluated at the first epoch's end and at the last step; a method listed
-    in trainer.method_epochs trains that many epochs instead, and its params record them."""
+    in trainer.method_epochs trains that many epochs instead (with a note), and its params record them."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
@@ -57,6 +57,8 @@ def test_fractional_epochs_and_the_methods_own_epochs(tiny_config, tmp_path):
     }.items():
         cfg = tiny_config("method=prefix", "trainer.batch_size=16", "trainer.log_every=1", *overrides)
         run_experiment(cfg, tmp_path / name)
+        noted = "trainer.method_epochs.prefix=2.5 replaces trainer.epochs=1" in capsys.readouterr().err
+        assert noted == (name == "listed")
     fractional, listed = sorted(runs_in(tmp_path / "outputs" / "mlflow.db"), key=lambda r: r.info.start_time)
     for run, epochs, evaluations in ((fractional, "1.5", [4, 6]), (listed, "2.5", [4, 8, 10])):
         assert run.data.params["trainer.epochs"] == epochs
