@@ -59,8 +59,7 @@ class TrainingDiverged(RuntimeError):
 
 
 def prepare_config(cfg: DictConfig) -> None:
-    """Fail on unset mandatory keys, drop options the chosen method does not read, take this method's
-    ``trainer.method_epochs`` as ``trainer.epochs`` (so params and adapters record what ran), then validate."""
+    """Fail on unset mandatory keys, drop options the chosen method does not read, then validate."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise UserError(f"{missing[0]}: required but not set; give it on the command line, e.g. {missing[0]}=...")
@@ -70,6 +69,11 @@ def prepare_config(cfg: DictConfig) -> None:
         with open_dict(cfg):
             cfg.prefix_length = None
     validate(cfg)
+
+
+def use_method_epochs(cfg: DictConfig) -> None:
+    """Take this method's ``trainer.method_epochs`` as ``trainer.epochs``, so params, checkpoints and adapters
+    record the epochs that run."""
     epochs = cfg.trainer.method_epochs.get(cfg.method.name)
     if epochs is not None and epochs != cfg.trainer.epochs:
         print(
@@ -111,6 +115,7 @@ def run_experiment(
     folder, where only rank 0 logs and writes; every rank returns the same metrics (less ``adapter/bytes``).
     """
     prepare_config(cfg)
+    use_method_epochs(cfg)
     if torchrun_world() > 1 and in_sweep:
         raise UserError("-m: a sweep cannot run under torchrun; valid: one torchrun command per run")
     with distributed(cfg) as dist:

@@ -8,7 +8,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from ptexp.config import UserError, validate
-from ptexp.trainer import prepare_config
+from ptexp.trainer import prepare_config, use_method_epochs
 from tests.conftest import CONF_DIR, make_config
 
 
@@ -133,4 +133,5 @@ def test_sst2_compare_preset_sweeps_five_methods_over_three_seeds():
 def test_sst2_compare_gives_each_method_its_tuned_epochs(method, epochs):
     cfg = make_config("experiment=sst2_compare", f"method={method}", "data.data_dir=/data/glue/sst2")
     prepare_config(cfg)
+    use_method_epochs(cfg)
     assert cfg.trainer.epochs == pytest.approx(epochs)
