@@ -24,7 +24,8 @@ from omegaconf import DictConfig, open_dict
 
 from ptexp import config as _config  # registers the structured config schemas
 from ptexp.checkpoint import resume_target
-from ptexp.config import CONF_DIR, UserError, validate_trainer_and_tracking
+from ptexp.config import CONF_DIR, validate_trainer_and_tracking
+from ptexp.errors import UserError
 from ptexp.tracking import SCHEMA_MATCHING_WARNING, probe_server, tracking_uri
 
 warnings.filterwarnings("ignore", message=SCHEMA_MATCHING_WARNING)

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ptexp.config import UserError
+from ptexp.errors import UserError
 
 WEIGHTS, META = "adapter.safetensors", "adapter.json"
 PROJECTED_PREFIX = "prefix_encoder."

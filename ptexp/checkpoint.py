@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ptexp.config import UserError
+from ptexp.errors import UserError
 
 if TYPE_CHECKING:
     from torch import nn

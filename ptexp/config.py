@@ -15,11 +15,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
+from ptexp.errors import UserError
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the Hydra config tree of this checkout
-
-
-class UserError(Exception):
-    """A mistake in the user's config, data or command line: reported as one short message."""
 
 
 class Pooling(str, Enum):

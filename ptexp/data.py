@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from ptexp.config import DataConfig, DataSource, UserError
+from ptexp.config import DataConfig, DataSource
+from ptexp.errors import UserError
 from ptexp.hub import check_hub_available
 
 EMBEDDED_DIR = "resources/embedded_sentiment"

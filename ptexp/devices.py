@@ -7,7 +7,8 @@ import resource
 
 import torch
 
-from ptexp.config import OptimizerConfig, OptimizerName, Precision, UserError
+from ptexp.config import OptimizerConfig, OptimizerName, Precision
+from ptexp.errors import UserError
 
 
 def pick_device(name: str, local_rank: int | None = None) -> torch.device:

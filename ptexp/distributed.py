@@ -13,9 +13,9 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from ptexp.config import UserError
 from ptexp.data import Collator, EncodedSplit
 from ptexp.devices import pick_device
+from ptexp.errors import UserError
 
 
 class Dist:

@@ -18,9 +18,10 @@ from omegaconf import open_dict
 
 import ptexp.config  # noqa: F401  (registers the schemas)
 from ptexp.adapters import load_trained, read_adapter
-from ptexp.config import CONF_DIR, UserError
+from ptexp.config import CONF_DIR
 from ptexp.data import Collator, encode
 from ptexp.devices import autocast_dtype, pick_device
+from ptexp.errors import UserError
 from ptexp.trainer import build_experiment, evaluate, prepare_config
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from ptexp.config import UserError
+from ptexp.errors import UserError
 
 logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 

@@ -10,7 +10,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
-from ptexp.config import ModelConfig, Pooling, UserError
+from ptexp.config import ModelConfig, Pooling
+from ptexp.errors import UserError
 from ptexp.hub import check_hub_available
 
 hf_logging.set_verbosity_error()

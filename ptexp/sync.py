@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from ptexp.config import UserError
+from ptexp.errors import UserError
 from ptexp.tracking import RECORD, client_for, experiment_id_for, now_ms, read_record, short, write_record
 
 STATUSES = ("FINISHED", "FAILED", "KILLED")

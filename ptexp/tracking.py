@@ -25,7 +25,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from ptexp.config import UserError
+from ptexp.errors import UserError
 
 PARENT_RUN_ENV = "PTEXP_PARENT_RUN_ID"
 RECORD = "tracking.json"

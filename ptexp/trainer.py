@@ -36,7 +36,7 @@ from ptexp.checkpoint import (
     set_rng_states,
     write_result,
 )
-from ptexp.config import OptimizerConfig, OptimizerName, Schedule, UserError, validate
+from ptexp.config import OptimizerConfig, OptimizerName, Schedule, validate
 from ptexp.data import Collator, Dataset, EncodedSplit, LengthGroupedBatches, encode, load_dataset
 from ptexp.devices import (
     autocast,
@@ -48,14 +48,11 @@ from ptexp.devices import (
     wants_fast_dropout,
 )
 from ptexp.distributed import Dist, NullTracker, distributed, share_run_dir, torchrun_world, wrap_for_training
+from ptexp.errors import TrainingDiverged, UserError
 from ptexp.fast_dropout import use_fast_dropout
 from ptexp.methods import METHODS, build_model
 from ptexp.models import SequenceClassifier, count_parameters, load_backbone, load_tokenizer
 from ptexp.tracking import RunTracker, config_params
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss stopped being a finite number."""
 
 
 def prepare_config(cfg: DictConfig) -> None:

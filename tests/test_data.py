@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from ptexp.config import UserError
 from ptexp.data import Collator, encode, load_dataset
+from ptexp.errors import UserError
 from ptexp.models import load_tokenizer
 from tests.conftest import make_config
 

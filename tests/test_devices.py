@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from ptexp import trainer
-from ptexp.config import OptimizerConfig, OptimizerName, Precision, UserError
+from ptexp.config import OptimizerConfig, OptimizerName, Precision
 from ptexp.devices import autocast_dtype, fused_optimizer, use_tf32
+from ptexp.errors import UserError
 from ptexp.trainer import make_optimizer, run_experiment
 from tests.conftest import run_cli, runs_in
 

@@ -87,7 +87,7 @@ def test_peft_prefix_fails_clearly_naming_both_versions_on_transformers_5_24(tin
     import peft
     import transformers
 
-    from ptexp.config import UserError
+    from ptexp.errors import UserError
 
     cfg = tiny_config("method=peft_prefix")
     prepare_config(cfg)

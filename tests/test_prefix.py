@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ptexp.config import UserError
+from ptexp.errors import UserError
 from ptexp.methods import build_model
 from ptexp.methods.prefix import PrefixTuningModel, cache_keyword
 from ptexp.models import SequenceClassifier, count_parameters, load_backbone, load_tokenizer

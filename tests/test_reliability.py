@@ -322,7 +322,7 @@ def test_resume_true_and_resume_by_mlflow_run_id_continue_the_same_run(tiny_conf
 
 
 def test_resume_refuses_an_override_that_would_change_the_run(tiny_config, tmp_path, monkeypatch):
-    from ptexp.config import UserError
+    from ptexp.errors import UserError
 
     with monkeypatch.context() as m:
         interrupt_at(m, 1)

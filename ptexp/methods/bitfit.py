@@ -5,15 +5,14 @@ from __future__ import annotations
 from omegaconf import DictConfig
 from torch import nn
 
-from ptexp.methods import MethodSpec
+from ptexp.methods.base import MethodSpec, freeze_all_but_head
 from ptexp.models import SequenceClassifier
 
 
 def build(cfg: DictConfig, classifier: SequenceClassifier) -> nn.Module:
-    classifier.requires_grad_(False)
+    freeze_all_but_head(classifier)
     for name, param in classifier.backbone.named_parameters():
         param.requires_grad_(name.endswith(".bias"))
-    classifier.head.requires_grad_(True)
     return classifier
 
 

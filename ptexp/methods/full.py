@@ -5,7 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 from torch import nn
 
-from ptexp.methods import MethodSpec
+from ptexp.methods.base import MethodSpec
 from ptexp.models import SequenceClassifier
 
 

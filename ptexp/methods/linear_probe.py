@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from ptexp.methods import MethodSpec
+from ptexp.methods.base import MethodSpec, freeze_all_but_head
 from ptexp.models import SequenceClassifier
 
 
@@ -60,8 +60,7 @@ class CachedFeatureProbe(nn.Module):
 
 
 def build(cfg: DictConfig, classifier: SequenceClassifier) -> nn.Module:
-    classifier.requires_grad_(False)
-    classifier.head.requires_grad_(True)
+    freeze_all_but_head(classifier)
     return CachedFeatureProbe(classifier)
 
 

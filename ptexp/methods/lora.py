@@ -6,7 +6,7 @@ from omegaconf import DictConfig
 from peft import LoraConfig
 from torch import nn
 
-from ptexp.methods import MethodSpec
+from ptexp.methods.base import MethodSpec
 from ptexp.methods.peft_backbone import wrap_backbone
 from ptexp.models import SequenceClassifier
 

@@ -16,8 +16,8 @@ from omegaconf import DictConfig
 from peft import PrefixTuningConfig, TaskType
 from torch import nn
 
-from ptexp.config import UserError
-from ptexp.methods import MethodSpec, check_position_budget
+from ptexp.errors import UserError
+from ptexp.methods.base import MethodSpec, check_position_budget
 from ptexp.methods.peft_backbone import wrap_backbone
 from ptexp.models import SequenceClassifier
 

@@ -26,8 +26,9 @@ from omegaconf import DictConfig
 from torch import nn
 from transformers import DynamicCache
 
-from ptexp.config import PrefixInit, PrefixOptions, UserError
-from ptexp.methods import MethodSpec, check_position_budget
+from ptexp.config import PrefixInit, PrefixOptions
+from ptexp.errors import UserError
+from ptexp.methods.base import MethodSpec, check_position_budget, freeze_all_but_head
 from ptexp.models import SequenceClassifier, load_tokenizer
 
 
@@ -99,8 +100,7 @@ class PrefixTuningModel(nn.Module):
         self.prefix_encoder = PrefixEncoder(
             prefixed_layers, config.num_attention_heads, config.hidden_size, length, options
         )
-        classifier.requires_grad_(False)
-        classifier.head.requires_grad_(True)
+        freeze_all_but_head(classifier)
         # Layers below the prefixed ones get an empty prefix, and their attention mask loses the P prefix columns.
         layers = classifier.backbone.encoder.layer
         for layer in layers[: self.first_prefixed]:

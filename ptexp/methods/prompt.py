@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ptexp.config import PromptInit, PromptOptions
-from ptexp.methods import MethodSpec, check_position_budget
+from ptexp.methods.base import MethodSpec, check_position_budget, freeze_all_but_head
 from ptexp.methods.prefix import repeat_to_length
 from ptexp.models import SequenceClassifier, load_tokenizer
 
@@ -26,8 +26,7 @@ class PromptTuningModel(nn.Module):
         self.classifier = classifier
         self.length = length
         self.prompt = nn.Parameter(init_embeddings.clone())  # (P, hidden)
-        classifier.requires_grad_(False)
-        classifier.head.requires_grad_(True)
+        freeze_all_but_head(classifier)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         batch = input_ids.shape[0]
