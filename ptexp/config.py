@@ -69,7 +69,7 @@ class ModelConfig:
     config_overrides: dict[str, Any] = field(default_factory=dict)  # applied to the HF config
     pooling: Pooling = Pooling.cls
     classifier_dropout: float = 0.1
-    attn_implementation: str = "sdpa"
+    attn_implementation: str | None = None  # None: the best the model class supports (sdpa, else eager)
 
 
 @dataclass

