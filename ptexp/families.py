@@ -33,17 +33,28 @@ class Family:
     key: str  # the key projection (nn.Linear) inside the self-attention
     value: str  # the value projection
     entry: Entry
+    query: str = "query"  # the query projection
+    ffn_output: str = "output.dense"  # the feed-forward output projection (suffix of its module name)
+
+    def module_names(self, bert_names: list[str]) -> list[str]:
+        """BERT's module names (query, key, value, output.dense: LoRA / IA3 targets) in this family's spelling."""
+        spelling = {"query": self.query, "key": self.key, "value": self.value, "output.dense": self.ffn_output}
+        return [spelling.get(name, name) for name in bert_names]
 
 
 _BERT_LIKE = {"layers": "encoder.layer", "attention": "attention.self", "key": "key", "value": "value"}
+# fmt: off
 FAMILIES: tuple[Family, ...] = (
     Family("bert", ("bert",), entry=Entry.interface, **_BERT_LIKE),
     Family("roberta", ("roberta", "xlm-roberta", "camembert"), entry=Entry.interface, **_BERT_LIKE),
     Family("electra", ("electra",), entry=Entry.interface, **_BERT_LIKE),
-    Family("distilbert", ("distilbert",), "transformer.layer", "attention", "k_lin", "v_lin", Entry.interface),
-    Family("deberta-v2", ("deberta-v2",), "encoder.layer", "attention.self", "key_proj", "value_proj", Entry.deberta),
-    Family("mpnet", ("mpnet",), "encoder.layer", "attention.attn", "k", "v", Entry.mpnet),
+    Family("distilbert", ("distilbert",), "transformer.layer", "attention", "k_lin", "v_lin", Entry.interface,
+           query="q_lin", ffn_output="ffn.lin2"),
+    Family("deberta-v2", ("deberta-v2",), "encoder.layer", "attention.self", "key_proj", "value_proj", Entry.deberta,
+           query="query_proj"),
+    Family("mpnet", ("mpnet",), "encoder.layer", "attention.attn", "k", "v", Entry.mpnet, query="q"),
 )
+# fmt: on
 
 
 def known_model_types() -> list[str]:

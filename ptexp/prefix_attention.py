@@ -57,7 +57,7 @@ def _with_prefix(slot: PrefixSlot, key: torch.Tensor, value: torch.Tensor, dim: 
         return key, value, 0
     prefix_key, prefix_value = slot.key_value
     if dim != 2:  # DeBERTa folds batch and heads together: (B * heads, T, head_dim)
-        prefix_key, prefix_value = (t.reshape(-1, *t.shape[2:]) for t in (prefix_key, prefix_value))
+        prefix_key, prefix_value = (t.flatten(0, 1) for t in (prefix_key, prefix_value))
     key = torch.cat([prefix_key.to(key.dtype), key], dim=dim)
     value = torch.cat([prefix_value.to(value.dtype), value], dim=dim)
     return key, value, prefix_key.shape[-2]

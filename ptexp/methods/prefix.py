@@ -126,11 +126,15 @@ def token_key_values(backbone: nn.Module, family: Family, token_ids: list[int]) 
     """The frozen model's own per-layer keys and values for ``token_ids`` (layers, 2, P, hidden), read from
     each self-attention's key and value projections while the tokens run through the backbone."""
     captured: dict[tuple[int, int], torch.Tensor] = {}
+
+    def keep(key: tuple[int, int]):
+        def hook(_module, _inputs, out) -> None:  # returns None: the output stays as it is
+            captured.setdefault(key, out[0])  # the first call only: DeBERTa v3 projects its relative embeddings too
+
+        return hook
+
     hooks = [
-        getattr(attention, name).register_forward_hook(
-            # the first call only: DeBERTa's shared-key attention projects its relative embeddings too
-            lambda _module, _inputs, out, key=(layer, kind): captured.setdefault(key, out[0])
-        )
+        getattr(attention, name).register_forward_hook(keep((layer, kind)))
         for layer, attention in enumerate(self_attentions(backbone, family))
         for kind, name in enumerate((family.key, family.value))
     ]
