@@ -272,3 +272,8 @@ def test_cli_trains_prefix_on_families_without_a_kv_cache(folders, family, tmp_p
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "done: eval accuracy" in result.stdout + result.stderr
+
+
+def test_peft_prefix_names_ptexp_prefix_for_backbones_without_a_cache(folders):
+    with pytest.raises(UserError, match=r"method=peft_prefix: .*DistilBertModel does not take; valid: method=prefix"):
+        build(folders["distilbert"], "method=peft_prefix")

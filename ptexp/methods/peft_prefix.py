@@ -3,7 +3,8 @@
 PEFT passes the prefix as ``past_key_values``; transformers 5.24 renamed that argument to ``cache``, and
 PEFT (0.21.2 at least) then refuses the model. Where the installed pair cannot work together this method
 stops before training with a message naming both versions. Note that PEFT's prefix shifts real tokens to
-positions P..P+L-1 (ptexp's ``prefix.shift_positions=true`` does the same).
+positions P..P+L-1 (ptexp's ``prefix.shift_positions=true`` does the same). Backbones that take no KV cache
+at all (DistilBERT, DeBERTa-v2/v3, MPNet) are refused with a pointer to ``method=prefix``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from ptexp.models import SequenceClassifier
 def build(cfg: DictConfig, classifier: SequenceClassifier) -> nn.Module:
     check_position_budget(cfg, classifier)
     backbone = classifier.backbone
-    if "past_key_values" not in inspect.signature(backbone.forward).parameters:
+    parameters = inspect.signature(backbone.forward).parameters
+    if "past_key_values" not in parameters and "cache" not in parameters:
+        raise UserError(
+            f"method=peft_prefix: PEFT's prefix tuning goes through a KV cache, which {type(backbone).__name__} "
+            "does not take; valid: method=prefix (ptexp's own enters at each attention module)"
+        )
+    if "past_key_values" not in parameters:
         raise UserError(
             f"method=peft_prefix: PEFT {peft.__version__} prefix tuning passes past_key_values, which "
             f"{type(backbone).__name__}.forward in transformers {transformers.__version__} no longer takes "
