@@ -211,3 +211,7 @@ def test_token_cache_is_keyed_by_the_pair(tmp_path, tokenizer):
     assert len(list(cache.glob("*.json"))) == 1
     assert (again.input_ids, again.token_type_ids) == (first.input_ids, first.token_type_ids)
     assert again.token_type_ids == [[0, 0, 0, 0, 1, 1]]
+
+
+def test_glue_sst2_is_the_sst2_preset():
+    assert make_config("data=glue_sst2").data == make_config("data=sst2").data
