@@ -31,6 +31,11 @@ class DataSource(str, Enum):
     files = "files"  # TSV / CSV / JSONL files named by train_file and eval_file
 
 
+class Task(str, Enum):
+    classification = "classification"  # one label from label_names; cross-entropy; accuracy, macro-F1, ...
+    regression = "regression"  # one float per row (e.g. STS-B's 0-5 score); one output, MSE; Pearson, Spearman
+
+
 class PrefixInit(str, Enum):
     random = "random"  # normal(0, init_std)
     zero = "zero"  # all zeros
@@ -119,22 +124,48 @@ class IA3Options:
 
 
 @dataclass
+class FileColumns:
+    """Column names of a preset's local files (data_dir) where they differ from the hub's; null: the same."""
+
+    text_column: str | None = None
+    text_pair_column: str | None = None
+    label_column: str | None = None
+
+
+@dataclass
+class ExtraEval:
+    """A further evaluation split (e.g. MNLI mismatched): a hub split, or a file under data_dir."""
+
+    hub_split: str | None = None
+    file: str | None = None
+
+
+@dataclass
 class DataConfig:
     name: str = MISSING
     source: DataSource = MISSING
-    hub_path: str | None = None  # e.g. "glue"
+    task: Task = Task.classification
+    hub_path: str | None = None  # e.g. "nyu-mll/glue"
     hub_name: str | None = None  # e.g. "sst2"
     hub_train_split: str = "train"
     hub_eval_split: str = "validation"
     data_dir: str | None = None  # a folder with train_file and eval_file (for source=hub: local GLUE TSVs)
     train_file: str | None = None
     eval_file: str | None = None
+    extra_evals: dict[str, ExtraEval] = field(default_factory=dict)  # name -> split/file, e.g. mismatched
     text_column: str = "sentence"
+    text_pair_column: str | None = None  # the second text of a sentence pair; null: single sentences
     label_column: str = "label"
-    label_names: list[str] = field(default_factory=lambda: ["negative", "positive"])
+    columns: list[str] | None = None  # names of a headerless TSV/CSV's columns, in order (CoLA)
+    file_columns: FileColumns = field(default_factory=FileColumns)  # a preset's local-file column names
+    label_names: list[str] = field(default_factory=lambda: ["negative", "positive"])  # unused for regression
+    metrics: list[str] = field(default_factory=list)  # the task's metrics beyond the always-logged ones
+    primary_metric: str | None = None  # the one that picks the best epoch; null: metrics[0], else accuracy/pearson
+    selection_rows: int | None = None  # rows carved from train (seeded by subset_seed) for model selection
+    selection_fraction: float | None = None  # or that fraction of train (0 < f < 1); not both
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
-    subset_seed: int = 0  # the max_*_samples subsets are drawn with this seed, the same for every run seed
+    subset_seed: int = 0  # the max_*_samples subsets and the selection split use this seed, not the run seed
     max_length: int = 128
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import resource
+from pathlib import Path
 
 import torch
 
@@ -68,7 +70,38 @@ def autocast(dtype: torch.dtype | None, device: torch.device):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
+STATUS, CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+
+
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start a new peak-memory measurement, so that :func:`peak_memory_mb` reports this run's peak and not the
+    largest of a sequential sweep so far. CUDA: torch's peak statistics. CPU on Linux: writing "5" to
+    /proc/self/clear_refs resets the process's RSS high-water mark (VmHWM). Returns False where nothing could be
+    reset (the peak then stays the process's since it started)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return _vm_hwm_kib() is not None
+
+
 def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory in MiB since the last :func:`reset_peak_memory` (or the process start): CUDA's peak allocated
+    bytes, else the process's peak RSS (VmHWM; ``getrusage``'s ru_maxrss where /proc is missing)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB -> MiB (process peak RSS)
+    kib = _vm_hwm_kib()
+    if kib is None:
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB (never reset)
+    return kib / 1024
+
+
+def _vm_hwm_kib() -> int | None:
+    try:
+        match = re.search(r"^VmHWM:\s+(\d+) kB", STATUS.read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(match.group(1)) if match else None

@@ -181,3 +181,78 @@ def test_token_cache_is_reused_and_keyed_by_tokenizer_texts_and_length(tmp_path,
     shorter = type(split)(split.texts[:-1], split.labels[:-1], split.origin)
     encode(shorter, tokenizer, 32, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("*.json"))) == 3
+
+
+def task_files(tmp_path, header: str, *rows: str, dev=True):
+    for name in ("train.tsv", "dev.tsv") if dev else ("train.tsv",):
+        (tmp_path / name).write_text(header + "\n" + "".join(f"{row}\n" for row in rows), encoding="utf-8")
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "preset,header,row,extra,message",
+    [
+        (
+            "glue_rte",
+            "index\tsentence1\tlabel",
+            "0\ta\tentailment",
+            (),
+            "data.text_pair_column: column 'sentence2' not in",
+        ),
+        ("glue_stsb", "sentence1\tsentence2\tscore", "a\tb\thigh", (), "label 'high' is not a number; valid: a finite"),
+        ("glue_stsb", "sentence1\tsentence2\tscore", "a\tb\tnan", (), "label 'nan' is not a number"),
+        (
+            "glue_rte",
+            "index\tsentence1\tsentence2\tlabel",
+            "0\ta\tb\tneutral",
+            (),
+            "label 'neutral' is not in the label set; valid: 0..1 or entailment, not_entailment (data.label_names)",
+        ),
+        (
+            "glue_cola",
+            "gj04\t1\t\tIt rains.",
+            "gj04\t0\t*\tRains it.",
+            ("data.columns=null",),
+            "found: gj04, 1, , It rains.; the file seems to have no header line: name its columns in order with data.",
+        ),
+        (
+            "glue_rte",
+            "index\tsentence1\tsentence2\tlabel",
+            "0\ta\tb\tentailment",
+            ("data.selection_rows=1",),
+            "data.selection_rows: 1 (1 rows) leaves no training rows: train has 1; valid: fewer than 1 rows",
+        ),
+        (
+            "glue_rte",
+            "index\tsentence1\tsentence2\tlabel",
+            "0\ta\tb\tentailment",
+            ("data.selection_rows=1", "data.selection_fraction=0.5"),
+            "data.selection_rows: set together with data.selection_fraction=0.5; valid: only one of them",
+        ),
+        (
+            "glue_rte",
+            "index\tsentence1\tsentence2\tlabel",
+            "0\ta\tb\tentailment",
+            ("data.selection_fraction=1.5",),
+            "data.selection_fraction: 1.5; valid: null or a fraction 0 < f < 1",
+        ),
+    ],
+)
+def test_bad_task_data_gives_one_line_errors(tmp_path, preset, header, row, extra, message):
+    cfg = data_cfg(f"data={preset}", f"data.data_dir={task_files(tmp_path, header, row)}", *extra)
+    with pytest.raises(UserError) as info:
+        load_dataset(cfg)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_preset_folder_without_a_split_names_the_key_and_what_is_there(tmp_path):
+    header, row = "index\tsentence1\tsentence2\tlabel", "0\ta\tb\tentailment"
+    folder = task_files(tmp_path, header, row, dev=False)
+    with pytest.raises(UserError) as info:
+        load_dataset(data_cfg("data=glue_rte", f"data.data_dir={folder}"))
+    assert str(info.value).startswith("data.eval_file: file not found: ") and "dev.tsv" in str(info.value)
+    assert "files there: train.tsv" in str(info.value)
+    (tmp_path / "dev_matched.tsv").write_text("index\tsentence1\tsentence2\tgold_label\n0\ta\tb\tneutral\n")
+    (tmp_path / "train.tsv").write_text("index\tsentence1\tsentence2\tgold_label\n0\ta\tb\tneutral\n")
+    with pytest.raises(UserError, match=r"^data.extra_evals.mismatched.file: file not found: .*dev_mismatched.tsv"):
+        load_dataset(data_cfg("data=glue_mnli", f"data.data_dir={folder}"))

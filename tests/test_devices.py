@@ -161,3 +161,21 @@ def test_bad_speed_options_fail_with_exit_2_and_one_line(tmp_path, arg, expected
     for needle in expected:
         assert needle in lines[0], lines[0]
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_peak_memory_is_per_run_after_a_reset():
+    """A sequential sweep resets the peak before each run, so a small run after a big one reports its own peak."""
+    from ptexp.devices import peak_memory_mb, reset_peak_memory
+
+    before = peak_memory_mb(CPU)
+    big = torch.ones(64 * 2**20, dtype=torch.float32)  # 256 MiB, touched
+    big_peak = peak_memory_mb(CPU)
+    assert big_peak >= before + 200
+    del big
+    if not reset_peak_memory(CPU):
+        pytest.skip("no resettable peak RSS here (/proc/self/clear_refs)")
+    after = peak_memory_mb(CPU)
+    assert after < big_peak - 200
+    small = torch.ones(16 * 2**20, dtype=torch.float32)  # 64 MiB
+    assert peak_memory_mb(CPU) >= after + 50
+    del small

@@ -124,3 +124,23 @@ def test_linear_probe_runs_the_backbone_once_per_example_and_matches_the_uncache
         expected = plain(batch["input_ids"], batch["attention_mask"])
         got = model(batch["input_ids"], batch["attention_mask"])
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_linear_probe_keys_pairs_by_token_types_and_passes_them_to_the_backbone(tiny_config):
+    """Two rows with the same token ids but other token types are two examples, each with the features the
+    plain classifier computes from its token types."""
+    cfg, model, _, _ = build_parts(tiny_config, "linear_probe")
+    ids = torch.tensor([[101, 2023, 102, 2008, 102]] * 2)
+    mask = torch.ones_like(ids)
+    types = torch.tensor([[0, 0, 0, 1, 1], [0, 0, 0, 0, 0]])
+    model.eval()
+    with torch.inference_mode():
+        got = model(ids, mask, token_type_ids=types)
+        assert model.backbone_rows == 2
+        plain = SequenceClassifier(model.backbone, 2, cfg.model.pooling, 0.1)
+        plain.head = model.head
+        plain.eval()
+        expected = plain(ids, mask, token_type_ids=types)
+        assert model(ids, mask).shape == (2, 2) and model.backbone_rows == 3  # no types: a third example
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(got[0], got[1])
