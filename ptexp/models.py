@@ -148,10 +148,20 @@ class SequenceClassifier(nn.Module):
         ``attention_mask`` marks the real tokens of ``input_ids``; ``token_type_ids`` reach the backbone only
         where it has token types (``ptexp.families.takes_token_types``); methods may pass more backbone inputs.
         """
+        return self.head(self.dropout(self.features(input_ids, attention_mask, token_type_ids, **backbone_inputs)))
+
+    def features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        **backbone_inputs,
+    ) -> torch.Tensor:
+        """The pooled sentence vectors the head reads, shape (batch, hidden)."""
         if token_type_ids is not None and self.token_types:
             backbone_inputs["token_type_ids"] = token_type_ids
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **backbone_inputs)
-        return self.classify(out.last_hidden_state, getattr(out, "pooler_output", None), attention_mask)
+        return self.pool(out.last_hidden_state, getattr(out, "pooler_output", None), attention_mask)
 
     def classify(
         self, hidden: torch.Tensor, pooler_output: torch.Tensor | None, attention_mask: torch.Tensor

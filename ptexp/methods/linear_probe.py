@@ -27,7 +27,7 @@ class CachedFeatureProbe(nn.Module):
     def __init__(self, classifier: SequenceClassifier):
         super().__init__()
         self.backbone, self.dropout, self.head = classifier.backbone, classifier.dropout, classifier.head
-        self._pool = classifier.pool
+        self._features = classifier.features
         self._memo: dict[bool, dict[tuple, torch.Tensor]] = {False: {}, True: {}}
         self.backbone_rows = 0  # examples the backbone actually ran on (for tests and curiosity)
 
@@ -60,11 +60,9 @@ class CachedFeatureProbe(nn.Module):
     def features_for(self, input_ids, attention_mask, token_type_ids, keys, memo) -> None:
         was_training = self.backbone.training
         self.backbone.eval()
-        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         try:
             with torch.no_grad():
-                out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra)
-                pooled = self._pool(out.last_hidden_state, out.pooler_output, attention_mask)
+                pooled = self._features(input_ids, attention_mask, token_type_ids)
         finally:
             self.backbone.train(was_training)
         memo.update(zip(keys, pooled, strict=True))
