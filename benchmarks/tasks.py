@@ -12,10 +12,11 @@ Everything goes to MLflow (one experiment per task, ``<experiment>-<task>``); th
     python benchmarks/tasks.py --plan             # estimated wall time of 1. and 2. (no training)
     python benchmarks/tasks.py --quick            # a look: 1 seed, 500 train rows, 1 epoch, full/prefix/lora + peer
 
-Expected time on 2 CPU cores (``--plan``, from per-step times measured on MiniLM, batch 32, max length 128):
-about 11 h for the benchmark (the peer's 3 epochs x 3 seeds x 2 samplers is about 40% of it) and about 5.5 h for
-``--select``; ``--quick`` about 12 minutes for all five tasks. ``--quick`` writes to experiment ``tasks-quick`` so
-its runs never mix with the benchmark's. Recipes come from ``<output-root>/tasks_recipes.json`` (``--select``);
+Expected time on 2 quiet CPU cores (``--plan``: per-step seconds ~ padded tokens + 170, scaled to the README's
+187 s per full epoch of the SST-2 subset): about 6.4 h for the benchmark with DEFAULT_RECIPES (the peer's 3 epochs x
+3 seeds x 2 samplers is about 60% of it; more where --select picks 3 epochs) and about 3.3 h for ``--select``.
+``--quick`` takes about 13 minutes for all five tasks (``--plan --quick``) and writes to experiment ``tasks-quick``,
+so its runs never mix with the benchmark's. Recipes come from ``<output-root>/tasks_recipes.json`` (``--select``);
 without it every task runs DEFAULT_RECIPES (SST-2's tuned recipes), and the report says so.
 """
 
