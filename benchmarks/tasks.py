@@ -182,7 +182,7 @@ def parse_args() -> argparse.Namespace:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="1 seed, 500 train rows, 1 epoch, full/prefix/lora")
     mode.add_argument("--select", action="store_true", help="choose the recipes on the selection split")
-    mode.add_argument("--summary-only", action="store_true", help="reprint the tables from MLflow")
+    parser.add_argument("--summary-only", action="store_true", help="reprint the tables from MLflow (with --quick too)")
     parser.add_argument("--plan", action="store_true", help="estimate the wall time (other flags apply); no training")
     parser.add_argument("extra", nargs="*", help="extra Hydra overrides for every ptexp run")
     args = parser.parse_args()
