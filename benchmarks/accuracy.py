@@ -9,13 +9,9 @@ trainable share and the gap to full fine-tuning. A benchmark, not a test: it tak
 from __future__ import annotations
 
 import argparse
-import statistics
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, SHARED_DATA, finished_runs, mean_std, run_ptexp
+
 MAIN_METHODS = ("full", "prefix", "lora")  # these get --seeds seeds, the others --other-seeds
 # Each method runs experiment=sst2_compare: its default lr (conf/method/*.yaml) and its tuned epochs
 # (trainer.method_epochs in conf/experiment/sst2_compare.yaml); --epochs gives every method the same epochs.
@@ -23,24 +19,16 @@ MAIN_METHODS = ("full", "prefix", "lora")  # these get --seeds seeds, the others
 
 def run_sweep(method: str, seeds: list[int], args: argparse.Namespace, extra: list[str]) -> None:
     epochs = [f"++trainer.method_epochs.{method}={args.epochs:g}"] if args.epochs else []  # over the preset's
-    cmd = [
-        sys.executable, "-m", "ptexp", "-m", "experiment=sst2_compare", f"method={method}",
-        f"seed={','.join(map(str, seeds))}", f"data.data_dir={args.data_dir}",
-        f"data.max_train_samples={args.train_rows}", *epochs, "trainer.progress=false",
-        f"output_root={args.output_root}", f"tracking.experiment={args.experiment}", *extra,
-    ]  # fmt: skip
-    print("$", " ".join(cmd[1:]), flush=True)
-    started = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    print(f"  {method}: {time.perf_counter() - started:.0f} s", flush=True)
+    seconds = run_ptexp([
+        "experiment=sst2_compare", f"method={method}", f"seed={','.join(map(str, seeds))}",
+        f"data.data_dir={args.data_dir}", f"data.max_train_samples={args.train_rows}", *epochs,
+        "trainer.progress=false", f"output_root={args.output_root}", f"tracking.experiment={args.experiment}", *extra,
+    ])  # fmt: skip
+    print(f"  {method}: {seconds:.0f} s", flush=True)
 
 
 def summarise(args: argparse.Namespace, methods: list[str]) -> None:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{Path(args.output_root).resolve() / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(args.experiment)
-    runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'", max_results=5000)
+    runs = finished_runs(args.output_root, args.experiment)
     groups: dict[tuple[str, str, str], list] = {}  # (method, epochs, prefix_length) -> runs
     for r in runs:
         method = r.data.tags.get("ptexp.method")
@@ -57,12 +45,13 @@ def summarise(args: argparse.Namespace, methods: list[str]) -> None:
     for (method, epochs, length, lr), mine in sorted(groups.items(), key=lambda kv: methods.index(kv[0][0])):
         acc = [r.data.metrics["eval/accuracy"] for r in mine]
         label = method if length == "None" else f"{method} P={length}"
+        mean, std = mean_std(acc)
         rows[f"{label}, lr {float(lr):g}, {epochs} ep"] = {
             "method": method,
             "n": len(acc),
-            "mean": statistics.mean(acc),
-            "std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
-            "train_s": statistics.mean(r.data.metrics["time/train_s"] for r in mine),
+            "mean": mean,
+            "std": std,
+            "train_s": mean_std([r.data.metrics["time/train_s"] for r in mine])[0],
             "pct": mine[0].data.metrics["params/trainable_pct"],
         }
     fulls = [row for row in rows.values() if row["method"] == "full"]
@@ -81,7 +70,7 @@ def summarise(args: argparse.Namespace, methods: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "sst2"))
+    parser.add_argument("--data-dir", default=str(SHARED_DATA / "sst2"))
     parser.add_argument("--train-rows", type=int, default=20000)
     parser.add_argument("--epochs", type=float, default=None, help="the same epochs for every method")
     parser.add_argument("--methods", nargs="+", default=["full", "prefix", "prompt", "lora", "ia3", "bitfit",

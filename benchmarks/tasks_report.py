@@ -1,0 +1,171 @@
+"""The tables, targets and wall-time estimate of benchmarks/tasks.py (which see)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+
+from common import finished_runs, markdown_table, mean_std
+from tasks import GRID, MAIN_METHODS, OTHER_METHODS, PEER_RECIPE, PEERS, TASKS, load_recipes
+
+ORDER = [*MAIN_METHODS, *OTHER_METHODS, *PEERS]  # the table's row order
+
+TARGETS = {"lora": 1.5, "prefix": 2.0}  # method -> largest gap to full, in points, at <= full's train time
+PEER_TIME = {"hf_trainer": 0.6, "hf_trainer_grouped": 0.9}  # full's train time <= this x the peer's
+
+
+def recipe_label(method: str, params: dict) -> str:
+    length = params.get("prefix_length", "None")
+    steps = params.get("trainer.max_steps", "None")
+    span = f"{steps} steps" if steps != "None" else f"{float(params['trainer.epochs']):g} ep"
+    return f"{method}{'' if length == 'None' else f' P={length}'}, lr {float(params['optimizer.lr']):g}, {span}"
+
+
+def task_rows(name: str, args: argparse.Namespace) -> dict[str, dict]:
+    """recipe label -> numbers, for this invocation's train rows; the label's values in MLflow units."""
+    task = TASKS[name]
+    rows = str(args.train_rows or task.train_rows)
+    groups: dict[str, list] = {}
+    for run in finished_runs(args.output_root, f"{args.experiment}-{name}"):
+        method, params = run.data.tags.get("ptexp.method"), run.data.params
+        if method in ORDER and params.get("data.max_train_samples") == rows:
+            groups.setdefault(recipe_label(method, params), []).append(run)
+    table = {}
+    for label, runs in groups.items():
+        scores = [r.data.metrics[f"eval/{task.metric}"] for r in runs]
+        mean, std = mean_std(scores)
+        table[label] = {
+            "method": runs[0].data.tags["ptexp.method"], "seeds": len(runs), "mean": mean, "std": std,
+            "scores": scores, "train_s": mean_std([r.data.metrics["time/train_s"] for r in runs])[0],
+            "trainable_pct": runs[0].data.metrics.get("params/trainable_pct"), "last": runs[-1].info.start_time,
+        }  # fmt: skip
+    return table
+
+
+def main_row(table: dict[str, dict], method: str) -> dict | None:
+    """A method's row for the targets: the most seeds, then the latest."""
+    mine = [row for row in table.values() if row["method"] == method]
+    return max(mine, key=lambda row: (row["seeds"], row["last"])) if mine else None
+
+
+def targets(table: dict[str, dict], metric: str) -> list[tuple[bool, str]]:
+    """(passed, line) per issue-15 target, from the measured rows; a missing row is a MISS."""
+    full, lines = main_row(table, "full"), []
+    for peer, share in PEER_TIME.items():
+        other = main_row(table, peer)
+        if full is None or other is None:
+            lines.append((False, f"full >= {peer} at <= {share}x its time: no runs"))
+            continue
+        ratio = full["train_s"] / other["train_s"]
+        ok = full["mean"] >= other["mean"] and ratio <= share
+        lines.append((ok, f"full {100 * full['mean']:.1f} >= {peer} {100 * other['mean']:.1f} {metric}, "
+                          f"at {ratio:.2f}x its train time (target <= {share})"))  # fmt: skip
+    for method, gap in TARGETS.items():
+        row = main_row(table, method)
+        if full is None or row is None:
+            lines.append((False, f"{method} within {gap} pt of full at <= full's time: no runs"))
+            continue
+        behind, ratio = 100 * (full["mean"] - row["mean"]), row["train_s"] / full["train_s"]
+        ok = behind <= gap and ratio <= 1.0
+        lines.append((ok, f"{method} {behind:.1f} pt behind full (target <= {gap}), at {ratio:.2f}x full's time"))
+    return lines
+
+
+def task_markdown(name: str, table: dict[str, dict], args: argparse.Namespace) -> str:
+    task, full = TASKS[name], main_row(table, "full")
+    headers = ("method, recipe", "seeds", f"dev {task.metric} (x100)", "train s", "/ full's", "trainable %", "gap")
+    rows = []
+    for label, row in sorted(table.items(), key=lambda kv: (ORDER.index(kv[1]["method"]), kv[0])):
+        share = f"{row['train_s'] / full['train_s']:.2f}" if full else "n/a"
+        gap = f"{100 * (row['mean'] - full['mean']):+.1f} pt" if full else "n/a"
+        pct = f"{row['trainable_pct']:.3f}" if row["trainable_pct"] is not None else "n/a"
+        rows.append((label, row["seeds"], f"{100 * row['mean']:.1f} ± {100 * row['std']:.1f}",
+                     f"{row['train_s']:.0f}", share, pct, gap))  # fmt: skip
+    checks = "\n".join(f"- {'PASS' if ok else 'MISS'}: {line}" for ok, line in targets(table, task.metric))
+    rows_note = args.train_rows or task.train_rows or "all"
+    return f"### {name} ({task.preset}, train rows {rows_note}, dev)\n\n{markdown_table(headers, rows)}\n\n{checks}\n"
+
+
+def report(args: argparse.Namespace, origin: str) -> None:
+    """Print and write the per-task tables and targets, and a JSON of every number."""
+    tables = {name: task_rows(name, args) for name in args.tasks}
+    text = f"## MiniLM-L6 across GLUE tasks (experiment {args.experiment!r}; recipes: {origin})\n\n"
+    text += "\n".join(task_markdown(name, table, args) for name, table in tables.items())
+    print("\n" + text)
+    args.output_root.mkdir(parents=True, exist_ok=True)
+    (args.output_root / f"{args.experiment}.md").write_text(text)
+    numbers = {name: {"rows": table, "targets": targets(table, TASKS[name].metric)} for name, table in tables.items()}
+    (args.output_root / f"{args.experiment}.json").write_text(json.dumps(numbers, indent=2) + "\n")
+    print(f"written: {args.output_root / args.experiment}.md and .json")
+
+
+# ---------------------------------------------------------------------------------------------- wall-time plan
+# Train-step seconds = SCALE x (padded tokens of the batch + FIXED_TOKENS). FIXED_TOKENS: MiniLM, batch 32, 2 threads,
+# AdamW, measured at sequence 16 (0.367 s) and 64 (1.198 s) on shared cores; SCALE so that ptexp full on the SST-2
+# subset (grouped batches) takes the 187 s per epoch of the README's quiet-machine accuracy benchmark.
+FIXED_TOKENS = 170
+# Per-epoch train time relative to full fine-tuning (README, accuracy benchmark on SST-2).
+METHOD_COST = {"full": 1.0, "prefix": 0.56, "lora": 0.60, "ia3": 0.58, "bitfit": 0.60, "prompt": 1.20,
+               "linear_probe": 0.038}  # fmt: skip
+EVAL_COST, START_S = 1 / 3, 20  # an evaluated token against a trained one; start-up seconds per run
+
+
+def padded_tokens(lengths: list[int], grouped: bool, batch: int = 32) -> tuple[int, int]:
+    """(padded tokens, batches) of one epoch: random batches, or sorted within mega-batches of 50 (as both
+    ptexp's and Trainer's length-grouped samplers do)."""
+    order = list(range(len(lengths)))
+    random.Random(0).shuffle(order)
+    chunks = [order[i : i + 50 * batch] for i in range(0, len(order), 50 * batch)] if grouped else [order]
+    total = steps = 0
+    for chunk in chunks:
+        chunk = sorted(chunk, key=lambda i: lengths[i]) if grouped else chunk
+        for i in range(0, len(chunk), batch):
+            total, steps = total + len(chunk[i : i + batch]) * max(lengths[j] for j in chunk[i : i + batch]), steps + 1
+    return total, steps
+
+
+def task_shape(name: str, tokenizer, train_rows: int | None) -> tuple[tuple[int, int], tuple[int, int], int]:
+    """((padded tokens, steps) grouped, the same for random batches, dev tokens) of one epoch of a task."""
+    from hf_peer import encode, load_task_rows
+
+    train, dev = load_task_rows(name, TASKS[name].data_dir, train_rows)
+    lengths = [len(row["input_ids"]) for row in encode(tokenizer, train)]
+    dev_tokens = sum(len(row["input_ids"]) for row in encode(tokenizer, dev))
+    return padded_tokens(lengths, True), padded_tokens(lengths, False), dev_tokens
+
+
+def plan(args: argparse.Namespace) -> None:
+    """Estimated wall time of the benchmark and of --select for this invocation's settings; no training."""
+    from hf_peer import MODEL
+    from transformers import AutoTokenizer
+
+    from ptexp.models import resolve_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(MODEL))
+    recipes, origin = load_recipes(args)
+    (sst_tokens, sst_steps), _, _ = task_shape("sst2", tokenizer, 20000)
+    scale = 187 / (sst_tokens + FIXED_TOKENS * sst_steps)
+    print(f"recipes: {origin}; seconds per step = {scale * 1e3:.3f} ms x (padded tokens + {FIXED_TOKENS})")
+    total = select_total = 0.0
+    for name in args.tasks:
+        (g_tok, g_steps), (r_tok, r_steps), dev_tokens = task_shape(
+            name, tokenizer, args.train_rows or TASKS[name].train_rows
+        )
+        epoch, evals = scale * (g_tok + FIXED_TOKENS * g_steps), scale * EVAL_COST * dev_tokens
+        ptexp_s = sum(
+            (args.seeds if m in MAIN_METHODS else args.other_seeds)
+            * (START_S + (METHOD_COST[m] * epoch + evals) * (args.epochs or recipes[name][m]["epochs"]))
+            for m in args.methods
+        )
+        peer_epoch = scale * (g_tok + r_tok + FIXED_TOKENS * (g_steps + r_steps))  # both samplers
+        peer_s = args.seeds * (2 * START_S + (args.epochs or PEER_RECIPE["epochs"]) * (peer_epoch + 2 * evals / 3))
+        select_s = sum(
+            len(GRID[m]["optimizer.lr"]) * (START_S + (METHOD_COST[m] * epoch + evals) * e)
+            for m in GRID
+            for e in GRID[m]["trainer.epochs"]
+        )
+        total, select_total = total + ptexp_s + peer_s, select_total + select_s
+        print(f"  {name}: ptexp full epoch ~{epoch:.0f} s; benchmark: ptexp ~{ptexp_s / 60:.0f} min, peer "
+              f"~{peer_s / 60:.0f} min; --select ~{select_s / 60:.0f} min")  # fmt: skip
+    print(f"estimate on 2 quiet cores: benchmark ~{total / 3600:.1f} h, --select ~{select_total / 3600:.1f} h")
