@@ -16,6 +16,7 @@ from torch import nn
 from ptexp.data import Collator, EncodedSplit
 from ptexp.devices import pick_device
 from ptexp.errors import UserError
+from ptexp.store import holds_only_hydra_files
 
 
 class Dist:
@@ -123,39 +124,11 @@ def share_run_dir(dist: Dist, run_dir: Path) -> Path:
     made for another rank, holding only Hydra's own files, is removed."""
     chosen = Path(dist.broadcast(str(run_dir)))
     own = run_dir.is_dir() and chosen.resolve() != run_dir.resolve()
-    if own and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
+    if own and holds_only_hydra_files(run_dir):
         shutil.rmtree(run_dir, ignore_errors=True)
         with contextlib.suppress(OSError):  # its date folder, if this rank was alone in it
             run_dir.parent.rmdir()
     return chosen
-
-
-class NullTracker:
-    """What ranks other than 0 log to: nothing. Rank 0 logs the metrics reduced over all ranks."""
-
-    run_id = None
-    url_hint = "logged by rank 0"
-
-    def __init__(self, run_dir: Path):
-        self.metrics_file = run_dir / "metrics.jsonl"
-
-    def start(self, *args, **kwargs) -> None:
-        pass
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        pass
-
-    def log_artifact(self, path: Path) -> None:
-        pass
-
-    def log_artifacts(self, folder: Path, artifact_path: str) -> None:
-        pass
-
-    def set_tag(self, key: str, value: str) -> None:
-        pass
-
-    def finish(self, status: str) -> None:
-        pass
 
 
 def unused_trainable(model: nn.Module, train_set: EncodedSplit, collate: Collator, device: torch.device) -> bool:

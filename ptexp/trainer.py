@@ -22,8 +22,6 @@ from transformers import PreTrainedTokenizerBase
 from ptexp.adapters import adapter_bytes, backbone_fingerprint, save_adapter
 from ptexp.checkpoint import (
     CKPT,
-    Interrupted,
-    StopSignals,
     check_resumable,
     load_checkpoint,
     read_result,
@@ -47,12 +45,13 @@ from ptexp.devices import (
     use_tf32,
     wants_fast_dropout,
 )
-from ptexp.distributed import Dist, NullTracker, distributed, share_run_dir, torchrun_world, wrap_for_training
+from ptexp.distributed import Dist, distributed, share_run_dir, torchrun_world, wrap_for_training
 from ptexp.errors import TrainingDiverged, UserError
 from ptexp.fast_dropout import use_fast_dropout
 from ptexp.methods import METHODS, build_model
 from ptexp.models import SequenceClassifier, count_parameters, load_backbone, load_tokenizer
-from ptexp.tracking import RunTracker, config_params
+from ptexp.signals import Interrupted, StopSignals
+from ptexp.tracking import NullTracker, RunTracker, config_params
 
 
 def prepare_config(cfg: DictConfig) -> None:
