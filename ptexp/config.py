@@ -7,6 +7,7 @@ key at a time live in :func:`validate`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -247,16 +248,17 @@ def validate_trainer_and_tracking(cfg: DictConfig) -> None:
     need(bool(cfg.tracking.experiment.strip()), "tracking.experiment", "empty", "a non-empty experiment name")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Checks across keys that the schema alone cannot express. Raises UserError."""
-    from ptexp.methods import METHODS
+def validate(cfg: DictConfig, methods: Mapping[str, Any]) -> None:
+    """Checks across keys that the schema alone cannot express. Raises UserError. ``methods``: the method registry
+    (name -> spec with ``uses_prefix_length``), passed in by :func:`ptexp.experiment.validate` so that this module
+    stays below the methods."""
 
     def need(ok: bool, key: str, problem: str, valid: str) -> None:
         if not ok:
             raise UserError(f"{key}: {problem}; valid: {valid}")
 
-    need(cfg.method.name in METHODS, "method.name", f"unknown method {cfg.method.name!r}", ", ".join(METHODS))
-    if METHODS[cfg.method.name].uses_prefix_length:
+    need(cfg.method.name in methods, "method.name", f"unknown method {cfg.method.name!r}", ", ".join(methods))
+    if methods[cfg.method.name].uses_prefix_length:
         need(cfg.prefix_length is not None, "prefix_length", "missing", "an integer >= 0")
         need(cfg.prefix_length >= 0, "prefix_length", f"{cfg.prefix_length} is negative", "an integer >= 0")
     if cfg.prefix is not None:
@@ -274,7 +276,7 @@ def validate(cfg: DictConfig) -> None:
         need(0 <= cfg.lora.dropout < 1, "lora.dropout", f"{cfg.lora.dropout}", "0 <= p < 1")
     validate_trainer_and_tracking(cfg)
     for method in cfg.trainer.method_epochs:
-        need(method in METHODS, f"trainer.method_epochs.{method}", "unknown method", ", ".join(METHODS))
+        need(method in methods, f"trainer.method_epochs.{method}", "unknown method", ", ".join(methods))
     o, d = cfg.optimizer, cfg.data
     need(o.lr > 0, "optimizer.lr", f"{o.lr}", "a positive float such as 3e-5")
     need(o.weight_decay >= 0, "optimizer.weight_decay", f"{o.weight_decay}", ">= 0")

@@ -72,3 +72,12 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB -> MiB (process peak RSS)
+
+
+def split_batch(
+    batch: dict[str, torch.Tensor], device: torch.device, non_blocking: bool = False
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """A collated batch on ``device``, as (the model's keyword inputs: everything but ``labels``, the labels)."""
+    batch = {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
+    labels = batch.pop("labels")
+    return batch, labels
