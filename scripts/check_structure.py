@@ -1,7 +1,7 @@
 """The structure check of ``ptexp/`` (``make lint`` runs it): imports flow one way, and the size budgets hold.
 
-``python scripts/check_structure.py [--verbose]`` reads every module under ``ptexp/`` with :mod:`ast` (nothing is
-imported) and fails (exit 1, one line per problem) when:
+``python scripts/check_structure.py [--verbose] [--root DIR]`` reads every module under ``ptexp/`` with
+:mod:`ast` (nothing is imported) and fails (exit 1, one line per problem) when:
 
 - an import, at the top or inside a function (a lazy import still ties the two modules together), goes from a
   module to one of a higher layer of ``LAYERS``, or closes a cycle of imports inside ``ptexp/``;
@@ -42,8 +42,8 @@ LAYERS: list[tuple[str, ...]] = [
 ALLOWED_CYCLE_EDGES: dict[tuple[str, str], str] = {}
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -132,10 +132,10 @@ def functions(tree: ast.AST) -> list[tuple[str, int, int]]:
     return out
 
 
-def check(verbose: bool = False) -> list[str]:
-    """Every problem found, one line each (empty: the structure holds)."""
-    paths = sorted((ROOT / PACKAGE).rglob("*.py"))
-    names = {module_name(p): p for p in paths}
+def check(root: Path = ROOT, verbose: bool = False) -> list[str]:
+    """Every problem found in ``root``'s package, one line each (empty: the structure holds)."""
+    paths = sorted((root / PACKAGE).rglob("*.py"))
+    names = {module_name(p, root): p for p in paths}
     known = set(names)
     problems: list[str] = []
     graph: dict[str, set[str]] = {}
@@ -144,7 +144,7 @@ def check(verbose: bool = False) -> list[str]:
     for name, path in names.items():
         text = path.read_text()
         tree = ast.parse(text, filename=str(path))
-        rel = path.relative_to(ROOT)
+        rel = path.relative_to(root)
         graph[name] = imported(tree, name, path.name == "__init__.py", known)
         lines = len(text.splitlines())
         largest = max(largest, (lines, str(rel)))
@@ -161,7 +161,7 @@ def check(verbose: bool = False) -> list[str]:
             if (name, target) in ALLOWED_CYCLE_EDGES:
                 continue
             if layer_of(target) > layer_of(name) >= 0:
-                problems.append(f"{names[name].relative_to(ROOT)}: imports {target}, a module of a higher layer")
+                problems.append(f"{names[name].relative_to(root)}: imports {target}, a module of a higher layer")
     checked = {n: {t for t in ts if (n, t) not in ALLOWED_CYCLE_EDGES} for n, ts in graph.items()}
     problems += [f"import cycle: {' <-> '.join(component)}" for component in cycles(checked)]
     if verbose:
@@ -174,8 +174,9 @@ def check(verbose: bool = False) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--verbose", "-v", action="store_true", help="also print the largest module and function")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the checkout to check (default: this one)")
     args = parser.parse_args(argv)
-    problems = check(args.verbose)
+    problems = check(args.root.resolve(), args.verbose)
     for problem in problems:
         print(problem, file=sys.stderr)
     if not problems:
