@@ -14,7 +14,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -30,6 +29,7 @@ from ptexp.errors import TrainingDiverged
 from ptexp.evaluation import batch_loss, evaluate
 from ptexp.optim import make_optimizer, make_scheduler
 from ptexp.signals import StopSignals
+from ptexp.tracking import NullTracker, RunTracker
 
 
 @dataclass
@@ -60,7 +60,7 @@ class TrainJob:
     signals that stop it, the checkpoint's ``meta``, the processes (``dist``) and the autocast dtype (``amp``)."""
 
     cfg: DictConfig
-    tracker: Any
+    tracker: RunTracker | NullTracker
     device: torch.device
     collate: Collator
     run_dir: Path | None = None
@@ -82,7 +82,7 @@ def train(model: nn.Module, train_set: EncodedSplit, eval_set: EncodedSplit, job
     token counts and the stop request are summed over the ranks at every step; rank 0 logs and checkpoints.
     """
     loop = Loop(model, train_set, eval_set, job)  # optimizer, schedule, data order; the checkpoint's, if resuming
-    state, t, stop = loop.state, job.cfg.trainer, job.stop
+    state, stop = loop.state, job.stop
     with stop.deferred():  # in the loop, SIGINT/SIGTERM wait for the end of the step, then checkpoint and stop
         while state.step < loop.total_steps:
             loop.begin_epoch()
@@ -92,12 +92,9 @@ def train(model: nn.Module, train_set: EncodedSplit, eval_set: EncodedSplit, job
                 totals = loop.train_step(indices)
                 loop.count(index, len(indices), totals)
                 loop.log_on_schedule()
-                if t.eval_every and state.step % t.eval_every == 0 and state.step < loop.total_steps:
-                    loop.evaluate(state.step)
-                    loop.window_start = time.perf_counter()
+                loop.evaluate_on_schedule()
                 stopping = loop.stop_vote(totals)
-                if stopping or (t.checkpoint_every and state.step % t.checkpoint_every == 0):
-                    loop.checkpoint()
+                loop.checkpoint_on_schedule(stopping)
                 if stopping:
                     stop.check()
                 if state.step >= loop.total_steps:
@@ -211,6 +208,13 @@ class Loop:
         s.window_loss, s.window_steps, self.window_samples = 0.0, 0, 0
         self.window_start = time.perf_counter()
 
+    def evaluate_on_schedule(self) -> None:
+        """Every ``trainer.eval_every`` steps but the last (the final evaluation comes after the loop)."""
+        step = self.state.step
+        if self.t.eval_every and step % self.t.eval_every == 0 and step < self.total_steps:
+            self.evaluate(step)
+            self.window_start = time.perf_counter()  # the train speed leaves the evaluation out
+
     def evaluate(self, at_step: int) -> dict[str, float]:
         job, s = self.job, self.state
         started = time.perf_counter()
@@ -226,6 +230,10 @@ class Loop:
                 f"accuracy {metrics['eval/accuracy']:.4f}  macro-F1 {metrics['eval/macro_f1']:.4f}"
             )
         return metrics
+
+    def checkpoint_on_schedule(self, stopping: bool) -> None:
+        if stopping or (self.t.checkpoint_every and self.state.step % self.t.checkpoint_every == 0):
+            self.checkpoint()
 
     def checkpoint(self) -> None:
         """Add the time since the last one to ``elapsed_s``; with a run folder, save (rank 0, every rank's RNGs)."""

@@ -4,8 +4,10 @@ the adapter; a failure marks the run and names the command that resumes it."""
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,7 +111,7 @@ def set_up_torch(cfg: DictConfig, dist: Dist) -> tuple[torch.device, torch.dtype
 
 
 def run_tracked(start: Start, in_sweep: bool, dist: Dist) -> dict[str, float]:
-    """Build, train and save inside the run's tracking; a failure marks the run FAILED or KILLED and is raised."""
+    """Build, train and save the adapter inside the run's tracking; the run FINISHED, or marked by its failure."""
     cfg, run_dir, state = start.cfg, start.run_dir, start.state
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -124,7 +126,7 @@ def run_tracked(start: Start, in_sweep: bool, dist: Dist) -> dict[str, float]:
         counts = {"params/total": total, "params/trainable": trainable, "params/trainable_pct": 100 * trainable / total}
         tags = run_tags(cfg, built.dataset, device, amp, tf32, dist, state)
         tracker.start(run_name(cfg), config_params(cfg), tags, resume=state is not None)
-        try:
+        with marking_failures(tracker, run_dir, dist, in_sweep):
             announce(cfg, tracker, run_dir, dist, state, counts, train_set, eval_set)
             meta = {
                 "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
@@ -136,18 +138,26 @@ def run_tracked(start: Start, in_sweep: bool, dist: Dist) -> dict[str, float]:
             result = train(built.model, train_set, eval_set, job)
             if dist.main:
                 save_and_log_adapter(built, cfg, run_dir, start.overrides, tracker, result)
-        except BaseException as err:
-            tracker.set_tag("ptexp.error", f"{type(err).__name__}: {err}"[:5000])
-            tracker.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
-            if isinstance(err, KeyboardInterrupt) and dist.main and (run_dir / CKPT).is_file():
-                again = resume_command(run_dir, dist, in_sweep)
-                print(f"[ptexp] checkpoint saved in {run_dir}; go on with: {again}", file=sys.stderr, flush=True)
-            raise
         result = {**counts, **result}
         if dist.main:
             write_result(run_dir, result, cfg.trainer.keep_checkpoint)
         tracker.finish("FINISHED")
     return result
+
+
+@contextlib.contextmanager
+def marking_failures(tracker: RunTracker | NullTracker, run_dir: Path, dist: Dist, in_sweep: bool) -> Iterator[None]:
+    """An error inside marks the run FAILED (KILLED for SIGINT/SIGTERM) with the error as the tag ``ptexp.error``,
+    names the command that resumes an interrupted run, and goes on up."""
+    try:
+        yield
+    except BaseException as err:
+        tracker.set_tag("ptexp.error", f"{type(err).__name__}: {err}"[:5000])
+        tracker.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        if isinstance(err, KeyboardInterrupt) and dist.main and (run_dir / CKPT).is_file():
+            again = resume_command(run_dir, dist, in_sweep)
+            print(f"[ptexp] checkpoint saved in {run_dir}; go on with: {again}", file=sys.stderr, flush=True)
+        raise
 
 
 def build(
