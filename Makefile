@@ -56,8 +56,9 @@ models: install
 	$(PY) -m ptexp.fetch_models
 
 lint: install
-	$(VENV)/bin/ruff check ptexp tests benchmarks
-	$(VENV)/bin/ruff format --check ptexp tests benchmarks
+	$(VENV)/bin/ruff check ptexp tests benchmarks scripts
+	$(VENV)/bin/ruff format --check ptexp tests benchmarks scripts
+	$(PY) scripts/check_structure.py   # imports flow one way (no cycle), modules <= 300 lines, functions <= 80
 
 mlflow-ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db --port 5000

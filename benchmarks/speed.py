@@ -58,10 +58,11 @@ def ptexp_model(method: str, prefix_length: int, seed: int = 0, fast_dropout: bo
 
     from ptexp.config import CONF_DIR
     from ptexp.devices import wants_fast_dropout
+    from ptexp.experiment import prepare_config
     from ptexp.fast_dropout import use_fast_dropout
     from ptexp.methods import build_model
     from ptexp.models import SequenceClassifier, load_backbone
-    from ptexp.trainer import make_optimizer, prepare_config
+    from ptexp.optim import make_optimizer
 
     overrides = [f"method={method}", f"seed={seed}", f"trainer.fast_dropout={str(fast_dropout).lower()}"]
     if method == "prefix":
@@ -237,7 +238,8 @@ def startup_worker(args: argparse.Namespace) -> dict:
     import torch
     import transformers  # noqa: F401
 
-    from ptexp.trainer import build_experiment, encode, prepare_config
+    from ptexp.data import encode
+    from ptexp.experiment import build_experiment, prepare_config
 
     seconds = {"import": lap()}
     from hydra import compose, initialize_config_dir

@@ -24,9 +24,11 @@ from omegaconf import DictConfig, open_dict
 
 from ptexp import config as _config  # registers the structured config schemas
 from ptexp.checkpoint import resume_target
-from ptexp.config import CONF_DIR, validate_trainer_and_tracking
-from ptexp.errors import UserError
-from ptexp.tracking import SCHEMA_MATCHING_WARNING, probe_server, tracking_uri
+from ptexp.checks import validate_trainer_and_tracking
+from ptexp.config import CONF_DIR
+from ptexp.errors import TrainingDiverged, UserError
+from ptexp.store import holds_only_hydra_files, probe_server, tracking_uri
+from ptexp.sweep import SCHEMA_MATCHING_WARNING
 
 warnings.filterwarnings("ignore", message=SCHEMA_MATCHING_WARNING)
 
@@ -108,7 +110,7 @@ def _expected(message: str) -> str:
 
 def drop_empty_run_dir(run_dir: Path) -> None:
     """After a mistake, remove the run folder Hydra made if it holds nothing but Hydra's own files."""
-    if run_dir.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
+    if holds_only_hydra_files(run_dir):
         shutil.rmtree(run_dir, ignore_errors=True)
         with contextlib.suppress(OSError):  # the date folder and runs/, if this was their only run
             run_dir.parent.rmdir()
@@ -169,7 +171,7 @@ def main(cfg: DictConfig) -> float:
     except KeyboardInterrupt:
         sys.exit(128 + signal.SIGINT)
 
-    from ptexp.trainer import TrainingDiverged, run_experiment
+    from ptexp.trainer import run_experiment
 
     try:
         result = run_experiment(cfg, run_dir, list(hydra_cfg.overrides.task), in_sweep=in_sweep)

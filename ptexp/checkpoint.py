@@ -1,4 +1,4 @@
-"""Checkpoints for exact resume, and stopping cleanly on SIGINT / SIGTERM.
+"""Checkpoints for exact resume (stopping on SIGINT / SIGTERM: :mod:`ptexp.signals`).
 
 A checkpoint holds only what changes while training: the parameters that train (``requires_grad``), the
 optimizer and scheduler states, the torch / CUDA / Python RNG states, the data-order generator's state at the
@@ -23,15 +23,13 @@ import json
 import os
 import random
 import re
-import signal
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ptexp.errors import UserError
+from ptexp.store import flatten, run_dir_of
 
 if TYPE_CHECKING:
     from torch import nn
@@ -52,58 +50,6 @@ RUNTIME_KEYS = (
     "tracking.",
     "output_root",
 )
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM stopped the run (after a checkpoint, when it came during training)."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-class StopSignals:
-    """Turns SIGINT and SIGTERM into :class:`Interrupted`. While ``deferring`` (inside a training step) the
-    signal is only noted, so that the loop can finish the step, write a checkpoint and stop; a second signal
-    stops at once. Installs nothing outside the main thread (signal handlers can live only there)."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self.deferring = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.deferring and self.signum is None:
-            self.signum = signum
-            return
-        raise Interrupted(signum)
-
-    @contextmanager
-    def deferred(self):
-        self.deferring = True
-        try:
-            yield self
-        finally:
-            self.deferring = False
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    def check(self) -> None:
-        if self.signum is not None:
-            raise Interrupted(self.signum)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -269,8 +215,6 @@ def resume_target(cfg: DictConfig, own_dir: Path, in_sweep: bool) -> Path | None
             )
         return path.resolve()
     if RUN_ID.match(text):
-        from ptexp.tracking import run_dir_of
-
         return resume_target_from_dir(run_dir_of(cfg, text), text)
     raise UserError(
         f"trainer.resume: {text!r} is neither a folder nor an MLflow run id; valid: false, true, a run folder, "
@@ -292,8 +236,6 @@ def resumed_config(cfg: DictConfig, saved: dict, overrides: list[str] | None) ->
     ``trainer.resume`` keeps the run's value, so that the adapter records the config of the original command.
     An explicit override of any other key must agree with the run's value: a resumed run must compute what the
     original would."""
-    from ptexp.tracking import flatten
-
     now = flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     before = flatten(saved)
     explicit = [o.lstrip("+~").split("=", 1)[0] for o in overrides or [] if "=" in o]

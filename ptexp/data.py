@@ -8,7 +8,6 @@ carved from train for honest model selection. :mod:`ptexp.encoding` tokenises an
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -17,7 +16,7 @@ from ptexp.config import DataConfig, DataSource, Task
 from ptexp.encoding import Collator, EncodedSplit, LengthGroupedBatches, encode, token_cache_key
 from ptexp.errors import UserError
 from ptexp.hub import check_hub_available
-from ptexp.tables import Columns, parse_label, parse_score, read_table
+from ptexp.tables import Columns, Split, parse_label, parse_score, read_table
 
 __all__ = [
     "Collator",
@@ -32,22 +31,6 @@ __all__ = [
 ]
 
 EMBEDDED_DIR = "resources/embedded_sentiment"
-
-
-@dataclass
-class Split:
-    texts: list[str]
-    labels: list  # class indices (int) for classification, floats for regression
-    origin: str  # where the rows came from, for logs and tags
-    text_pairs: list[str] | None = None  # the second texts of sentence pairs; None: single sentences
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def take(self, indices: Sequence[int]) -> Split:
-        """The rows at ``indices``, in that order."""
-        pairs = None if self.text_pairs is None else [self.text_pairs[i] for i in indices]
-        return Split([self.texts[i] for i in indices], [self.labels[i] for i in indices], self.origin, pairs)
 
 
 @dataclass

@@ -105,3 +105,12 @@ def _vm_hwm_kib() -> int | None:
     except OSError:
         return None
     return int(match.group(1)) if match else None
+
+
+def split_batch(
+    batch: dict[str, torch.Tensor], device: torch.device, non_blocking: bool = False
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """A collated batch on ``device``, as (the model's keyword inputs: everything but ``labels``, the labels)."""
+    batch = {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
+    labels = batch.pop("labels")
+    return batch, labels

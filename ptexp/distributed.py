@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,8 +15,19 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ptexp.data import Collator, EncodedSplit
-from ptexp.devices import pick_device
+from ptexp.devices import pick_device, split_batch
 from ptexp.errors import UserError
+from ptexp.store import holds_only_hydra_files
+
+
+@dataclass
+class StepTotals:
+    """One training step over every rank: the mean loss of the global batch, its token counts, the stop votes."""
+
+    loss: float
+    real_tokens: int
+    padded_tokens: int
+    stop: bool  # a stop request reached some rank by the time of the step's sum
 
 
 class Dist:
@@ -63,6 +75,38 @@ class Dist:
         out: list = [None] * self.world
         torch.distributed.all_gather_object(out, value)
         return out
+
+    def share(self, indices: list[int]) -> tuple[list[int], float]:
+        """This rank's rows of a global batch, ``rank::world``, and their weight. A rank left without rows (fewer
+        rows than ranks) takes the first row with weight 0, which keeps it in DDP's gradient sync. World 1: every
+        row, weight 1."""
+        if not self.enabled:
+            return indices, 1.0
+        mine = indices[self.rank :: self.world]
+        if not mine:
+            return indices[:1], 0.0
+        return mine, 1.0
+
+    def rank_loss(
+        self, loss_of: Callable[[str], torch.Tensor], weight: float, global_rows: int
+    ) -> tuple[torch.Tensor, float]:
+        """(the loss this rank back-propagates, the value of it that :meth:`step_totals` sums); ``loss_of(reduction)``
+        is the loss of this rank's rows. World 1: the batch's mean loss. Under torchrun: the rows' loss sum times
+        ``world / global rows``: DDP averages the gradients over the ranks (world * share of the mean / world), so
+        the result is the gradient of the mean over the global batch, as on one process."""
+        if not self.enabled:
+            loss = loss_of("mean")
+            return loss, loss.item()
+        loss_sum = loss_of("sum") * weight
+        return loss_sum * (self.world / global_rows), loss_sum.item()
+
+    def step_totals(self, loss: float, mask: torch.Tensor, weight: float, global_rows: int, stop: bool) -> StepTotals:
+        """The step's loss (the mean over the global batch), its real and padded token counts, and whether a stop
+        request reached any rank: under torchrun, summed over the ranks in one collective."""
+        if not self.enabled:
+            return StepTotals(loss, int(mask.sum()), mask.numel(), stop)
+        totals = self.sum([loss, weight * float(mask.sum()), weight * mask.numel(), float(stop)])
+        return StepTotals(totals[0] / global_rows, int(totals[1]), int(totals[2]), totals[3] > 0)
 
     def decide(self, fn):
         """``fn()`` on rank 0 only; every rank returns its result, or raises its error (a UserError as such), so
@@ -123,49 +167,21 @@ def share_run_dir(dist: Dist, run_dir: Path) -> Path:
     made for another rank, holding only Hydra's own files, is removed."""
     chosen = Path(dist.broadcast(str(run_dir)))
     own = run_dir.is_dir() and chosen.resolve() != run_dir.resolve()
-    if own and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
+    if own and holds_only_hydra_files(run_dir):
         shutil.rmtree(run_dir, ignore_errors=True)
         with contextlib.suppress(OSError):  # its date folder, if this rank was alone in it
             run_dir.parent.rmdir()
     return chosen
 
 
-class NullTracker:
-    """What ranks other than 0 log to: nothing. Rank 0 logs the metrics reduced over all ranks."""
-
-    run_id = None
-    url_hint = "logged by rank 0"
-
-    def __init__(self, run_dir: Path):
-        self.metrics_file = run_dir / "metrics.jsonl"
-
-    def start(self, *args, **kwargs) -> None:
-        pass
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        pass
-
-    def log_artifact(self, path: Path) -> None:
-        pass
-
-    def log_artifacts(self, folder: Path, artifact_path: str) -> None:
-        pass
-
-    def set_tag(self, key: str, value: str) -> None:
-        pass
-
-    def finish(self, status: str) -> None:
-        pass
-
-
 def unused_trainable(model: nn.Module, train_set: EncodedSplit, collate: Collator, device: torch.device) -> bool:
     """Whether a forward + backward on one row leaves some trained parameter without a gradient (e.g. BERT's
     pooler under ``model.pooling=mean``): DistributedDataParallel then needs ``find_unused_parameters``. The RNG
     states are restored afterwards, so the probe changes nothing in the run."""
-    batch = {k: v.to(device) for k, v in collate([train_set[0]]).items()}
+    inputs, _ = split_batch(collate([train_set[0]]), device)
     with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
         model.train()
-        model(batch["input_ids"], batch["attention_mask"]).float().sum().backward()
+        model(**inputs).float().sum().backward()
     trained = [p for p in model.parameters() if p.requires_grad]
     unused = any(p.grad is None for p in trained)
     for p in trained:

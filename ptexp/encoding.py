@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from ptexp.data import Split
+    from ptexp.tables import Split
 
 
 @dataclass

@@ -22,7 +22,8 @@ from ptexp.config import CONF_DIR
 from ptexp.data import Collator, encode
 from ptexp.devices import autocast_dtype, pick_device
 from ptexp.errors import UserError
-from ptexp.trainer import build_experiment, evaluate, prepare_config
+from ptexp.evaluation import evaluate
+from ptexp.experiment import build_experiment, prepare_config
 
 
 def evaluate_adapter(folder: Path, overrides: list[str]) -> dict[str, float]:

@@ -19,6 +19,22 @@ from ptexp.errors import UserError
 FILE_FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 
+@dataclass
+class Split:
+    texts: list[str]
+    labels: list  # class indices (int) for classification, floats for regression
+    origin: str  # where the rows came from, for logs and tags
+    text_pairs: list[str] | None = None  # the second texts of sentence pairs; None: single sentences
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, indices: Sequence[int]) -> Split:
+        """The rows at ``indices``, in that order."""
+        pairs = None if self.text_pairs is None else [self.text_pairs[i] for i in indices]
+        return Split([self.texts[i] for i in indices], [self.labels[i] for i in indices], self.origin, pairs)
+
+
 @dataclass(frozen=True)
 class Columns:
     """Which columns hold the text, the optional second text and the label."""

@@ -60,3 +60,12 @@ def test_sst2_from_local_glue_files_evaluates_on_all_872_dev_rows(tmp_path):
     assert run.info.status == "FINISHED"
     assert run.data.metrics["data/eval_rows"] == 872 and run.data.metrics["data/train_rows"] == 2000
     assert run.data.tags["ptexp.train_origin"].endswith("sst2/train.tsv")
+
+
+def test_help_introduces_ptexp_and_points_to_the_readme():
+    proc = run_cli("--help", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    intro = proc.stdout.split("== Configuration groups ==")[0]
+    assert intro.startswith("ptexp: full fine-tuning") and "powered by Hydra" not in intro
+    assert "python -m ptexp -m method=full,prefix" in intro and "README.md" in intro
+    assert "method: bitfit, full, ia3" in proc.stdout  # Hydra's list of groups follows

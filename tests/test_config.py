@@ -7,9 +7,8 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from ptexp.config import validate
 from ptexp.errors import UserError
-from ptexp.trainer import prepare_config, use_method_epochs
+from ptexp.experiment import prepare_config, use_method_epochs, validate
 from tests.conftest import CONF_DIR, make_config
 
 

@@ -10,11 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from ptexp import trainer
+from ptexp import evaluation, loop
 from ptexp.config import OptimizerConfig, OptimizerName, Precision
 from ptexp.devices import autocast_dtype, fused_optimizer, use_tf32
 from ptexp.errors import UserError
-from ptexp.trainer import make_optimizer, run_experiment
+from ptexp.optim import make_optimizer
+from ptexp.trainer import run_experiment
 from tests.conftest import run_cli, runs_in
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
@@ -28,13 +29,14 @@ def train_losses(run_dir) -> list[float]:
 @pytest.mark.parametrize("method", ["full", "prefix"])
 def test_bf16_on_cpu_trains_with_a_finite_loss_and_logs_the_precision(tiny_config, tmp_path, monkeypatch, method):
     seen = []
-    real = trainer.autocast
+    real = loop.autocast
 
     def spy(dtype, device):
         seen.append((dtype, device.type))
         return real(dtype, device)
 
-    monkeypatch.setattr(trainer, "autocast", spy)
+    monkeypatch.setattr(loop, "autocast", spy)  # the training forwards
+    monkeypatch.setattr(evaluation, "autocast", spy)  # the evaluation forwards
     cfg = tiny_config(
         f"method={method}", "trainer.device=cpu", "trainer.precision=bf16", "trainer.max_steps=3", "trainer.log_every=1"
     )

@@ -117,7 +117,7 @@ def test_ddp_is_told_about_trained_parameters_the_forward_leaves_unused(tiny_con
     find_unused_parameters. The probe's forward + backward leaves no gradient behind and the RNG where it was."""
     from ptexp.data import Collator, encode
     from ptexp.distributed import unused_trainable
-    from ptexp.trainer import build_experiment, prepare_config
+    from ptexp.experiment import build_experiment, prepare_config
 
     cfg = tiny_config(*overrides, "tracking.enabled=false")
     prepare_config(cfg)

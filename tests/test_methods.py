@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from ptexp.data import Collator, encode, load_dataset
+from ptexp.experiment import prepare_config
+from ptexp.loop import TrainJob, train
 from ptexp.methods import METHODS, build_model
 from ptexp.models import SequenceClassifier, count_parameters, load_backbone, load_tokenizer
 from ptexp.tracking import RunTracker
-from ptexp.trainer import prepare_config, run_experiment, train
+from ptexp.trainer import run_experiment
 from tests.conftest import runs_in
 
 
@@ -59,10 +61,7 @@ def test_exactly_the_named_parameters_train_and_only_they_change(tiny_config, tm
         model,
         encode(data.train, tokenizer, 64),
         encode(data.eval, tokenizer, 64),
-        cfg,
-        RunTracker(cfg, tmp_path),
-        torch.device("cpu"),
-        Collator(tokenizer.pad_token_id),
+        TrainJob(cfg, RunTracker(cfg, tmp_path), torch.device("cpu"), Collator(tokenizer.pad_token_id)),
     )
     for name, param in model.named_parameters():
         if name in trainable:
@@ -110,7 +109,7 @@ def test_linear_probe_runs_the_backbone_once_per_example_and_matches_the_uncache
     )
     train_set, eval_set = encode(data.train, tokenizer, 64), encode(data.eval, tokenizer, 64)
     cfg.trainer.max_steps, cfg.trainer.epochs, cfg.trainer.eval_every = None, 3, 0  # 3 epochs, 3 evaluations
-    train(model, train_set, eval_set, cfg, RunTracker(cfg, tmp_path), torch.device("cpu"), Collator(0))
+    train(model, train_set, eval_set, TrainJob(cfg, RunTracker(cfg, tmp_path), torch.device("cpu"), Collator(0)))
     distinct = len({tuple(ids) for ids in train_set.input_ids}) + len({tuple(ids) for ids in eval_set.input_ids})
     assert model.backbone_rows == distinct
     assert sum(calls) == distinct  # forward hooks see every backbone row: none ran twice

@@ -22,7 +22,7 @@ import pytest
 
 from ptexp import checkpoint as ckpt
 from ptexp.checkpoint import CKPT, load_checkpoint
-from ptexp.sync import sync_run_dir
+from ptexp.store import sync_run_dir
 from ptexp.trainer import run_experiment
 from tests.conftest import ROOT, TINY, run_cli, runs_in
 
@@ -631,7 +631,7 @@ def test_joblib_sweep_of_8_jobs_at_4_workers_on_a_brand_new_sqlite_store(tmp_pat
 
 
 def test_artifacts_go_to_the_servers_store_with_a_tracking_server_and_beside_the_sqlite_store_without(tiny_config):
-    from ptexp.tracking import artifact_root
+    from ptexp.store import artifact_root
 
     local = tiny_config()
     assert artifact_root(local) == (Path(local.output_root) / "mlartifacts").resolve().as_uri()

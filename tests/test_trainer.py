@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from ptexp.trainer import TrainingDiverged, run_experiment
+from ptexp.errors import TrainingDiverged
+from ptexp.trainer import run_experiment
 from tests.conftest import runs_in
 
 

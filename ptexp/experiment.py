@@ -1,0 +1,68 @@
+"""One experiment before it trains: its config checked against the method registry, and its data, tokenizer and
+model built (for the trainer, and for ``ptexp.evaluate``, which rebuilds a run's model)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from ptexp import checks
+from ptexp.adapters import backbone_fingerprint
+from ptexp.data import Dataset, load_dataset
+from ptexp.errors import UserError
+from ptexp.methods import METHODS, build_model
+from ptexp.models import SequenceClassifier, load_backbone, load_tokenizer
+
+
+def validate(cfg: DictConfig) -> None:
+    """Every cross-key check of :func:`ptexp.checks.validate`, with the method registry. Raises UserError."""
+    checks.validate(cfg, METHODS)
+
+
+def prepare_config(cfg: DictConfig) -> None:
+    """Fail on unset mandatory keys, drop options the chosen method does not read, then validate."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise UserError(f"{missing[0]}: required but not set; give it on the command line, e.g. {missing[0]}=...")
+    spec = METHODS.get(cfg.method.name)
+    if spec is not None and not spec.uses_prefix_length and cfg.prefix_length is not None:
+        print(f"[ptexp] note: prefix_length does not apply to method={spec.name}; ignored", file=sys.stderr)
+        with open_dict(cfg):
+            cfg.prefix_length = None
+    validate(cfg)
+
+
+def use_method_epochs(cfg: DictConfig) -> None:
+    """Take this method's ``trainer.method_epochs`` as ``trainer.epochs``, so params, checkpoints and adapters
+    record the epochs that run."""
+    epochs = cfg.trainer.method_epochs.get(cfg.method.name)
+    if epochs is not None and epochs != cfg.trainer.epochs:
+        print(
+            f"[ptexp] note: trainer.method_epochs.{cfg.method.name}={epochs:g} replaces trainer.epochs="
+            f"{cfg.trainer.epochs:g} for this method",
+            file=sys.stderr,
+        )
+        cfg.trainer.epochs = epochs
+
+
+@dataclass
+class Experiment:
+    dataset: Dataset
+    tokenizer: PreTrainedTokenizerBase
+    model: nn.Module
+    base_fingerprint: str  # of the loaded backbone, before the method touches it
+
+
+def build_experiment(cfg: DictConfig, device: torch.device) -> Experiment:
+    """Data, tokenizer, and the backbone + head wrapped by the method."""
+    dataset = load_dataset(cfg.data)
+    tokenizer = load_tokenizer(cfg.model)
+    backbone = load_backbone(cfg.model, cfg.seed)
+    fingerprint = backbone_fingerprint(backbone)
+    classifier = SequenceClassifier(backbone, len(dataset.label_names), cfg.model.pooling, cfg.model.classifier_dropout)
+    return Experiment(dataset, tokenizer, build_model(cfg, classifier).to(device), fingerprint)

@@ -1,0 +1,127 @@
+"""``python -m ptexp.report``: the command (see :mod:`ptexp.report`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ptexp.report.plots import make_plots
+from ptexp.report.runs import ReportError, connect, history, select
+from ptexp.report.stats import ACCURACY, DASH, FINISHED, LOSS, NA, check_runs, make_groups
+from ptexp.report.tables import (
+    FAILED_HEADERS,
+    HEADERS,
+    NUMERIC,
+    display_row,
+    failed_rows,
+    text_table,
+    write_csv,
+    write_html,
+    write_md,
+)
+from ptexp.store import default_uri, short
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m ptexp.report",
+        description="Side-by-side report (table, CSV, Markdown, self-contained HTML, PNG plots) of ptexp runs "
+        "in MLflow, grouped by method, model, data and prefix_length, averaged over seeds.",
+    )
+    parser.add_argument("--output-root", default="outputs", help="ptexp's output_root (default: %(default)s)")
+    parser.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: sqlite:///<abs --output-root>/mlflow.db, as ptexp)"
+    )
+    parser.add_argument("--experiment", default="ptexp", help="MLflow experiment name (default: %(default)s)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--sweep", metavar="PARENT_RUN_ID", help="the children of this sweep parent run")
+    which.add_argument(
+        "--latest-sweep", action="store_true", help="the most recent sweep (the default when no selection is given)"
+    )
+    which.add_argument("--all", action="store_true", help="every run of the experiment")
+    parser.add_argument(
+        "--filter",
+        metavar="FILTER",
+        help="MLflow search filter, e.g. \"tags.ptexp.method = 'prefix'\"; alone: over the whole experiment; "
+        "with --sweep/--latest-sweep: within that sweep",
+    )
+    parser.add_argument("--out", type=Path, help="output folder (default: <output-root>/reports/<selection>)")
+    parser.add_argument("--no-attach", action="store_true", help="do not log the report to the sweep's parent run")
+    return parser.parse_args(argv)
+
+
+def report(args: argparse.Namespace) -> int:
+    uri = args.tracking_uri or default_uri(args.output_root)
+    client, experiment_id = connect(uri, args.experiment)
+    selection = select(client, experiment_id, args)
+    if not selection.runs:
+        raise ReportError(
+            f"nothing to report: {selection.description} matched no run in experiment {args.experiment!r} ({uri})",
+            status=1,
+        )
+    finished = [r for r in selection.runs if r.status == FINISHED]
+    failed = [r for r in selection.runs if r.status != FINISHED]
+    print(f"[report] {selection.description}: {len(finished)} finished run(s), {len(failed)} not finished; {uri}")
+    if failed:
+        print(f"\nNot finished, not averaged in ({len(failed)}):")
+        print(text_table(FAILED_HEADERS, failed_rows(failed, limit=160)))
+    if not finished:
+        raise ReportError("nothing to report: no finished run in the selection", status=1)
+
+    for run in finished:
+        run.histories = {key: history(client, run.run_id, key) for key in (ACCURACY, LOSS)}
+    groups = make_groups(finished)
+    warnings = check_runs(groups)
+
+    out = args.out or Path(args.output_root) / "reports" / selection.slug
+    out.mkdir(parents=True, exist_ok=True)
+    plots = make_plots(groups, out, warnings)
+    title = f"ptexp report: {selection.description}"
+    meta = [("selection", selection.description), ("experiment", args.experiment), ("tracking URI", uri)]
+    if selection.parent is not None and selection.parent.data.tags.get("ptexp.overrides") is not None:
+        meta.append(("sweep command", f"python -m ptexp -m {selection.parent.data.tags['ptexp.overrides']}"))
+    meta.append(("generated", time.strftime("%Y-%m-%d %H:%M:%S")))
+    files = [out / "report.md", out / "report.csv", out / "report.html"]
+    write_md(files[0], title, meta, groups, failed, warnings, plots)
+    write_csv(files[1], groups)
+    write_html(files[2], title, meta, groups, failed, warnings, plots)
+
+    print(f"\n{len(groups)} group(s); mean ± sample std over seeds ({DASH}: one seed; {NA}: not logged):\n")
+    print(text_table(HEADERS, [display_row(g) for g in groups], NUMERIC))
+    sys.stdout.flush()  # the warnings (stderr) after the table, also when both go to one terminal
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+    print(f"\nwrote {out.resolve()}/: {', '.join(p.name for p in files + plots)}")
+
+    if selection.parent is not None and not args.no_attach:
+        parent_id = selection.parent.info.run_id
+        try:
+            for path in files + plots:
+                client.log_artifact(parent_id, str(path), artifact_path="report")
+        except Exception as err:
+            print(f"warning: could not attach the report to run {parent_id}: {short(err, 300)}", file=sys.stderr)
+        else:
+            names = ", ".join(f"report/{p.name}" for p in files + plots)
+            print(f"attached to sweep parent run {parent_id}: {names}")
+    elif selection.parent is None and not args.no_attach:
+        print("not attached: the selection is not a sweep (attach needs --sweep or --latest-sweep)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        status = report(args)
+    except ReportError as err:
+        print(f"error: {err}" if err.status == 2 else str(err), file=sys.stderr)
+        status = err.status
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        status = 130
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""The runs a report covers: MLflow's runs of a sweep, a filter or the whole experiment, read as :class:`RunData`."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ptexp.report.stats import RunData
+from ptexp.store import local_path, short
+
+
+class ReportError(Exception):
+    """Ends the report with one message and an exit status (1: nothing to report, 2: usage or store error)."""
+
+    def __init__(self, message: str, status: int = 2):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Selection:
+    description: str  # for people: "sweep 'sweep 18-02-49' (1eaf...)"
+    slug: str  # for the default output folder
+    parent: Any = None  # the sweep's parent Run, if the selection is a sweep
+    runs: list[RunData] = field(default_factory=list)
+
+
+def connect(uri: str, experiment: str):
+    """(client, experiment_id); ReportError(status 2) for a missing or unreachable store or an unknown experiment."""
+    local = local_path(uri)
+    if local is not None and not local.exists():
+        raise ReportError(
+            f"no MLflow store at {local} ({uri}); run an experiment first (python -m ptexp ...) "
+            "or point --output-root / --tracking-uri at an existing store"
+        )
+    from mlflow.tracking import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name(experiment)
+        names = [] if found else [e.name for e in client.search_experiments()]
+    except Exception as err:
+        raise ReportError(f"cannot read the MLflow store {uri!r}: {short(err, 300)}") from None
+    if found is None:
+        raise ReportError(
+            f"experiment {experiment!r} not found in {uri}; valid: {', '.join(sorted(names)) or 'none there yet'}"
+        )
+    return client, found.experiment_id
+
+
+def search_all(client, experiment_id: str, filter_string: str = "", order_by: list[str] | None = None) -> list:
+    runs, token = [], None
+    while True:
+        try:
+            page = client.search_runs(
+                [experiment_id], filter_string=filter_string, max_results=1000, order_by=order_by, page_token=token
+            )
+        except Exception as err:
+            raise ReportError(f"MLflow search failed for filter {filter_string!r}: {short(err, 300)}") from None
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def run_data(run) -> RunData:
+    tags, params = run.data.tags, run.data.params
+    raw_length = params.get("prefix_length", "None")
+    try:
+        prefix_length = None if raw_length in ("None", "", "null") else int(raw_length)
+    except ValueError:
+        prefix_length = None
+    return RunData(
+        run_id=run.info.run_id,
+        name=run.info.run_name or run.info.run_id,
+        status=run.info.status,
+        method=tags.get("ptexp.method") or params.get("method.name") or "unknown",
+        model=tags.get("ptexp.model") or params.get("model.name") or "unknown",
+        data=tags.get("ptexp.data") or params.get("data.name") or "unknown",
+        prefix_length=prefix_length,
+        seed=params.get("seed", "?"),
+        metrics=dict(run.data.metrics),
+        error=tags.get("ptexp.error", ""),
+        params=dict(params),
+    )
+
+
+def history(client, run_id: str, key: str) -> dict[int, float]:
+    """step -> value; where a step was logged twice, the later value wins."""
+    points = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+    return {m.step: m.value for m in points}
+
+
+def select(client, experiment_id: str, args: argparse.Namespace) -> Selection:
+    parent = None
+    if args.sweep:
+        try:
+            parent = client.get_run(args.sweep)
+        except Exception as err:
+            raise ReportError(f"--sweep: no run {args.sweep!r} in the store: {short(err, 300)}") from None
+        if parent.info.experiment_id != experiment_id:
+            raise ReportError(f"--sweep: run {args.sweep} belongs to another experiment than {args.experiment!r}")
+    elif not (args.all or args.filter):  # --latest-sweep, also the default
+        parents = client.search_runs(
+            [experiment_id], filter_string="tags.ptexp.sweep = 'parent'", max_results=1, order_by=["start_time DESC"]
+        )
+        if not parents:
+            raise ReportError(
+                f"no sweep in experiment {args.experiment!r} yet (run python -m ptexp -m ...); "
+                "use --all or --filter to report single runs",
+                status=1,
+            )
+        parent = parents[0]
+
+    clauses, parts, slug_parts = [], [], []
+    if parent is not None:
+        clauses.append(f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        when = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(parent.info.start_time / 1000))
+        parts.append(f"sweep {parent.info.run_name!r} ({parent.info.run_id})")
+        slug_parts.append(f"sweep_{when}_{parent.info.run_id[:8]}")
+    if args.filter:
+        clauses.append(args.filter)
+        parts.append(f"filter {args.filter!r}")
+        slug_parts.append("filter_" + hashlib.sha1(args.filter.encode()).hexdigest()[:8])
+    if not clauses:
+        parts.append("every run")
+        slug_parts.append("all_runs")
+    runs = search_all(client, experiment_id, " and ".join(clauses))  # MLflow filters know AND only
+    jobs = [run_data(r) for r in runs if r.data.tags.get("ptexp.sweep") != "parent"]
+    jobs.sort(key=lambda r: (r.method, r.model, r.data, r.prefix_length or -1, r.seed, r.name))
+    return Selection(" + ".join(parts), "_".join(slug_parts), parent, jobs)

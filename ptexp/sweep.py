@@ -1,0 +1,100 @@
+"""One MLflow parent run per Hydra multirun (the ``hydra.callbacks.mlflow_sweep`` of conf/config.yaml).
+
+conf/config.yaml names the callback by its older path, ``ptexp.tracking.SweepParentCallback``, which re-exports it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from ptexp.errors import UserError
+from ptexp.store import connect, short, tracking_uri
+
+PARENT_RUN_ENV = "PTEXP_PARENT_RUN_ID"  # the parent run's id, for the jobs of the sweep
+# conf/hydra/launcher/joblib.yaml has the name of the plugin's schema, so Hydra checks it against that (intended:
+# same keys) and warns on every composition. Silenced here too because joblib workers import this module (the
+# sweep callback travels with the job) before they compose their config.
+SCHEMA_MATCHING_WARNING = r"(?s).*is validated against ConfigStore schema with the same name"
+warnings.filterwarnings("ignore", message=SCHEMA_MATCHING_WARNING)
+
+
+class SweepParentCallback(Callback):
+    """Creates one parent run per Hydra multirun before any job starts (so parallel launchers never race
+    to create the SQLite store), hands its id to the jobs, and closes it when the sweep ends."""
+
+    def __init__(self) -> None:
+        self.client = self.run_id = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: every process would start the sweep
+            print("error: -m: a sweep cannot run under torchrun; valid: one torchrun command per run", file=sys.stderr)
+            raise SystemExit(2)
+        if not config.tracking.enabled:
+            return
+        try:
+            self.client, experiment_id = connect(config)
+        except UserError as err:
+            raise SystemExit(f"error: {err}") from None
+        overrides = list(config.hydra.overrides.task)
+        sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
+        tags = {"ptexp.sweep": "parent", "ptexp.sweep_dir": sweep_dir, "ptexp.overrides": " ".join(overrides)}
+        name = config.tracking.run_name or f"sweep {Path(sweep_dir).name}"
+        if config.trainer.resume is True or str(config.trainer.resume).lower() == "true":
+            self.run_id = self._reopen(experiment_id, sweep_dir)  # resuming a sweep: its jobs stay under one parent
+        if self.run_id is None:
+            self.run_id = self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+        os.environ[PARENT_RUN_ENV] = self.run_id
+        atexit.register(self._close, "FAILED")  # if the sweep dies before on_multirun_end
+        print(f"[ptexp] sweep parent run {self.run_id} in {tracking_uri(config)}", flush=True)
+
+    def _reopen(self, experiment_id: str, sweep_dir: str) -> str | None:
+        """The parent run of an earlier sweep into the same folder (``hydra.sweep.dir``), set RUNNING again."""
+        earlier = self.client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`ptexp.sweep` = 'parent' and tags.`ptexp.sweep_dir` = '{sweep_dir}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not earlier:
+            return None
+        self.client.update_run(earlier[0].info.run_id, status="RUNNING")
+        return earlier[0].info.run_id
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.run_id is None:
+            return
+        try:
+            children = self.client.search_runs(
+                [self.client.get_run(self.run_id).info.experiment_id],
+                filter_string=f"tags.mlflow.parentRunId = '{self.run_id}'",
+            )
+            failed = [r for r in children if r.info.status != "FINISHED"]
+            self._close("FAILED" if failed else "FINISHED")
+        except Exception as err:  # the store went away: the jobs' own folders hold their results
+            print(f"[ptexp] warning: could not close the sweep's parent run ({short(err)})", file=sys.stderr)
+            return
+        print(
+            f"[ptexp] sweep done: {len(children) - len(failed)} of {len(children)} runs finished "
+            f"(parent run {self.run_id})",
+            flush=True,
+        )
+        for run in sorted(children, key=lambda r: r.info.start_time):
+            accuracy = run.data.metrics.get("eval/accuracy")
+            shown = f"{accuracy:.4f}" if accuracy is not None else "n/a"
+            print(f"[ptexp]   {run.info.run_name:<40} {run.info.status:<9} eval accuracy {shown}", flush=True)
+
+    def _close(self, status: str) -> None:
+        try:
+            if self.run_id is not None and self.client.get_run(self.run_id).info.status == "RUNNING":
+                self.client.set_terminated(self.run_id, status)
+        except Exception as err:
+            print(f"[ptexp] warning: could not close the sweep's parent run ({short(err)})", file=sys.stderr)
+        os.environ.pop(PARENT_RUN_ENV, None)
