@@ -158,7 +158,8 @@ def fail(err: UserError, run_dir: Path) -> NoReturn:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    """Run one experiment; returns the final eval accuracy (what sweepers optimise)."""
+    """Run one experiment; returns its primary metric (what sweepers optimise): the best on the selection split
+    when there is one, else the final value on the eval split."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
@@ -171,6 +172,8 @@ def main(cfg: DictConfig) -> float:
     except KeyboardInterrupt:
         sys.exit(128 + signal.SIGINT)
 
+    from ptexp.evaluation import LABELS
+    from ptexp.metrics import metric_names
     from ptexp.trainer import run_experiment
 
     try:
@@ -184,18 +187,25 @@ def main(cfg: DictConfig) -> float:
         signum = getattr(err, "signum", signal.SIGINT)
         print(f"interrupted by {signal.Signals(signum).name}: the run is marked KILLED", file=sys.stderr)
         sys.exit(128 + signum)
-    accuracy = result["eval/accuracy"]
+    primary = metric_names(cfg.data)[1]
+    # what a sweeper optimises: the primary metric on the selection split when there is one, else on the eval split
+    objective = result.get(f"selection/best_{primary}", result[f"eval/{primary}"])
     if int(os.environ.get("RANK", "0")) != 0:
-        return accuracy  # under torchrun, rank 0 alone reports (its run folder is the one every rank wrote to)
+        return objective  # under torchrun, rank 0 alone reports (its run folder is the one every rank wrote to)
+    scores = ", ".join(
+        f"{LABELS.get(name, name)} {result[f'eval/{name}']:.4f}"
+        for name in dict.fromkeys([primary, "accuracy", "macro_f1"])
+        if f"eval/{name}" in result
+    )
     print(
-        f"[ptexp] done: eval accuracy {accuracy:.4f}, macro-F1 {result['eval/macro_f1']:.4f}, "
+        f"[ptexp] done: eval {scores}, "
         f"train {result['time/train_s']:.1f}s ({result['throughput/train_samples_per_s']:.1f} samples/s)\n"
         f"[ptexp] outputs: {run_dir}",
         flush=True,
     )
     if cfg.tracking.enabled:
         print(f"[ptexp] MLflow: mlflow ui --backend-store-uri {tracking_uri(cfg)}", flush=True)
-    return accuracy
+    return objective
 
 
 if __name__ == "__main__":

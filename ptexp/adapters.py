@@ -62,8 +62,10 @@ def save_adapter(
         "prefix_projection_collapsed": collapsed,
         "overrides": overrides,
         "label_names": list(label_names),
+        "task": str(getattr(cfg.data.task, "value", cfg.data.task)),
+        "primary_metric": cfg.data.primary_metric or None,  # None: the task type's default (ptexp.metrics)
         "trained_parameters": sum(t.numel() for t in tensors.values()),
-        "eval": {k: v for k, v in metrics.items() if k.startswith("eval/")},
+        "eval": {k: v for k, v in metrics.items() if k.startswith(("eval/", "eval_", "selection/"))},
         "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
     }
     (folder / META).write_text(json.dumps(meta, indent=2))

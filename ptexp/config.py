@@ -201,6 +201,7 @@ class TrainerConfig:
     progress: bool = True
     checkpoint_every: int = 0  # also checkpoint every N steps; 0 = only at epoch ends and on SIGINT/SIGTERM
     keep_checkpoint: bool = False  # keep ckpt.pt after the run finished (it is dropped by default)
+    select_best: bool = False  # restore the trainable parameters of the best step on the selection split, then eval
     # false | true (this job's folder, else the newest run folder under output_root with a checkpoint)
     # | a run folder | an MLflow run id; see ptexp/checkpoint.py
     resume: Any = False

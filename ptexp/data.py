@@ -13,9 +13,10 @@ from importlib import resources
 from pathlib import Path
 
 from ptexp.config import DataConfig, DataSource, Task
-from ptexp.encoding import Collator, EncodedSplit, LengthGroupedBatches, encode, token_cache_key
+from ptexp.encoding import Collator, EncodedSplit, LengthGroupedBatches, encode, make_batches, token_cache_key
 from ptexp.errors import UserError
 from ptexp.hub import check_hub_available
+from ptexp.metrics import metric_names
 from ptexp.tables import Columns, Split, parse_label, parse_score, read_table
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "check_data_config",
     "encode",
     "load_dataset",
+    "make_batches",
     "token_cache_key",
 ]
 
@@ -50,8 +52,6 @@ class Dataset:
 
 def check_data_config(cfg: DataConfig) -> None:
     """Checks of ``data.*`` that need no data: task metrics, the selection split's size keys. Raises UserError."""
-    from ptexp.metrics import metric_names
-
     rows, fraction = cfg.selection_rows, cfg.selection_fraction
     if rows is not None and fraction is not None:
         raise UserError(

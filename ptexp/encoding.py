@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from torch.utils.data import BatchSampler, RandomSampler
 
 if TYPE_CHECKING:
     from ptexp.tables import Split
@@ -127,3 +128,10 @@ class Collator:
         dtype = torch.float32 if isinstance(labels[0], float) else torch.long
         out = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": torch.tensor(labels, dtype=dtype)}
         return out if token_type_ids is None else {**out, "token_type_ids": token_type_ids}
+
+
+def make_batches(train_set: EncodedSplit, t, generator: torch.Generator):
+    """An iterable of index lists, one per batch, reshuffled by ``generator`` on every pass."""
+    if t.group_by_length:
+        return LengthGroupedBatches([len(ids) for ids in train_set.input_ids], t.batch_size, generator)
+    return BatchSampler(RandomSampler(train_set, generator=generator), t.batch_size, drop_last=False)

@@ -1,7 +1,7 @@
 """``python -m ptexp.evaluate ADAPTER_DIR [overrides ...]``: rebuild base model + adapter and evaluate it.
 
 The run's own command-line overrides are replayed (from adapter.json) before yours, so with no extra
-overrides the same data gives the run's eval accuracy exactly. Pass e.g. ``data=sst2
+overrides the same data gives the run's eval metrics exactly. Pass e.g. ``data=sst2
 data.data_dir=DIR`` to evaluate on other data; a base model whose weights differ from the one the
 adapter was trained on is refused.
 """
@@ -22,7 +22,7 @@ from ptexp.config import CONF_DIR
 from ptexp.data import Collator, encode
 from ptexp.devices import autocast_dtype, pick_device
 from ptexp.errors import UserError
-from ptexp.evaluation import evaluate
+from ptexp.evaluation import TaskSpec, describe, evaluate
 from ptexp.experiment import build_experiment, prepare_config
 
 
@@ -55,8 +55,9 @@ def evaluate_adapter(folder: Path, overrides: list[str]) -> dict[str, float]:
     eval_set = encode(built.dataset.eval, built.tokenizer, cfg.data.max_length)
     collate = Collator(built.tokenizer.pad_token_id)
     amp = autocast_dtype(cfg.trainer.precision, device)  # the precision the run evaluated in, for the same numbers
-    metrics = evaluate(built.model, eval_set, cfg.trainer.eval_batch_size, collate, device, amp=amp)
-    return metrics | {"rows": len(eval_set)}
+    spec = TaskSpec.of(cfg.data)
+    metrics = evaluate(built.model, eval_set, cfg.trainer.eval_batch_size, collate, device, amp=amp, spec=spec)
+    return metrics | {"rows": len(eval_set), "primary": spec.primary, "line": describe(metrics, "eval", spec)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -69,10 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    print(
-        f"eval accuracy {metrics['eval/accuracy']:.4f}  macro-F1 {metrics['eval/macro_f1']:.4f}  "
-        f"loss {metrics['eval/loss']:.4f}  ({metrics['rows']} rows)"
-    )
+    primary = metrics["primary"]
+    print(f"eval {primary} {metrics[f'eval/{primary}']:.4f} (primary)  {metrics['line']}  ({metrics['rows']} rows)")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,46 @@
-"""The loss every method trains on, and evaluation with its metrics (loss, accuracy, macro-F1)."""
+"""Evaluation: the task's loss and metrics over a split, and the run's evaluations at a step.
+
+A run evaluates its eval split (``eval/*``), any further eval splits (``eval_NAME/*``, e.g. MNLI mismatched) and,
+when one was carved from train, its selection split (``selection/*``). The primary metric's best value on the eval
+split is logged as ``eval/best_<primary>``: picked on the split it reports, so optimistic. The selection split's
+best is ``selection/best_<primary>`` at ``selection/best_step``; with ``trainer.select_best`` the parameters that
+train are restored to that step's before the final evaluation, so the final ``eval/*`` numbers are chosen honestly.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
-import torch.nn.functional as F
+from omegaconf import DictConfig
 from torch import nn
 
+from ptexp.config import Task
 from ptexp.data import Collator, EncodedSplit
 from ptexp.devices import autocast, split_batch
 from ptexp.distributed import Dist
+from ptexp.metrics import compute, is_better, metric_names, predictions_of, task_loss
+
+LABELS = {"macro_f1": "macro-F1"}  # how a metric is printed, where not by its name
 
 
-def batch_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """The loss of a batch's float32 logits: cross-entropy, ``reduction`` "mean" or "sum" over the rows."""
-    return F.cross_entropy(logits, labels, reduction=reduction)
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a run's task is scored by: its type, the metrics it logs, and the primary one."""
+
+    task: Task = Task.classification
+    metrics: tuple[str, ...] = ("accuracy", "macro_f1")
+    primary: str = "accuracy"
+
+    @classmethod
+    def of(cls, data: DictConfig) -> TaskSpec:
+        names, primary = metric_names(data)
+        return cls(Task(data.task), tuple(names), primary)
+
+
+def batch_loss(logits: torch.Tensor, labels: torch.Tensor, task: Task, reduction: str = "mean") -> torch.Tensor:
+    """The loss of a batch's float32 logits: cross-entropy, or MSE for regression; "mean" or "sum" over the rows."""
+    return task_loss(logits, labels, task, reduction)
 
 
 @torch.inference_mode()
@@ -25,13 +52,16 @@ def evaluate(
     device,
     dist: Dist | None = None,
     amp: torch.dtype | None = None,
-) -> dict:
-    """Loss, accuracy and macro-F1 over ``data``; rows sorted by length so batches carry little padding.
+    spec: TaskSpec | None = None,
+    prefix: str = "eval",
+) -> dict[str, float]:
+    """``PREFIX/loss`` and ``PREFIX/<metric>`` for each of the task's metrics over ``data``; rows sorted by length
+    so batches carry little padding.
 
     Under torchrun each rank evaluates every ``world``-th of those batches (the very batches a single process
     would form), and the predictions and loss sums are gathered, so every rank returns the whole set's metrics.
     ``amp``: the autocast dtype the run trains with."""
-    dist = dist or Dist()
+    dist, spec = dist or Dist(), spec or TaskSpec()
     model.eval()
     order = sorted(range(len(data)), key=lambda i: len(data.input_ids[i]))
     starts = list(range(0, len(order), batch_size))[dist.rank :: dist.world]
@@ -41,25 +71,71 @@ def evaluate(
         with autocast(amp, device):
             logits = model(**inputs)
         logits = logits.float()
-        loss_sum += batch_loss(logits, batch_labels, "sum").item()
-        predictions += logits.argmax(-1).tolist()
+        loss_sum += batch_loss(logits, batch_labels, spec.task, "sum").item()
+        predictions += predictions_of(logits, spec.task).tolist()
         labels += batch_labels.tolist()
     if dist.enabled:
         parts = dist.gather((loss_sum, predictions, labels))
         loss_sum = sum(part[0] for part in parts)
         predictions = [p for part in parts for p in part[1]]
         labels = [y for part in parts for y in part[2]]
-    return {
-        "eval/loss": loss_sum / len(labels),
-        "eval/accuracy": sum(p == y for p, y in zip(predictions, labels, strict=True)) / len(labels),
-        "eval/macro_f1": macro_f1(predictions, labels),
-    }
+    scores = compute(spec.metrics, predictions, labels)
+    return {f"{prefix}/loss": loss_sum / len(labels), **{f"{prefix}/{name}": v for name, v in scores.items()}}
 
 
-def macro_f1(predictions: list[int], labels: list[int]) -> float:
-    scores = []
-    for c in sorted(set(labels) | set(predictions)):
-        tp = sum(p == c and y == c for p, y in zip(predictions, labels, strict=True))
-        predicted, actual = predictions.count(c), labels.count(c)
-        scores.append(2 * tp / (predicted + actual) if predicted + actual else 0.0)
-    return sum(scores) / len(scores)
+def describe(metrics: dict[str, float], prefix: str, spec: TaskSpec) -> str:
+    """``loss 0.1234  accuracy 0.8000  macro-F1 0.7900``: a split's metrics for the log line."""
+    names = ["loss", *spec.metrics]
+    return "  ".join(f"{LABELS.get(n, n)} {metrics[f'{prefix}/{n}']:.4f}" for n in names if f"{prefix}/{n}" in metrics)
+
+
+@dataclass
+class EvalSets:
+    """The splits a run evaluates: the eval split, further eval splits by name, and the selection split."""
+
+    eval: EncodedSplit
+    extras: dict[str, EncodedSplit] = field(default_factory=dict)
+    selection: EncodedSplit | None = None
+
+
+class Evaluator:
+    """Runs a step's evaluations, keeps the best values, and restores the selected parameters at the end."""
+
+    def __init__(self, model: nn.Module, sets: EvalSets, spec: TaskSpec, select_best: bool, run_eval):
+        self.model, self.sets, self.spec, self.select_best = model, sets, spec, select_best
+        self.run_eval = run_eval  # (split, prefix) -> metrics: :func:`evaluate` with the run's batch size, device...
+
+    def at_step(self, step: int, best, final: bool = False) -> dict[str, float]:
+        """Every split's metrics at ``step``, with the best values so far, which it updates in ``best`` (the loop's
+        state: ``best`` on the eval split, ``selection_best`` at ``selection_best_step`` and, for
+        ``trainer.select_best``, ``best_trainable``, the parameters that train at that step). ``final``: with
+        ``select_best``, the best step's parameters are put back before the eval splits are scored."""
+        metrics: dict[str, float] = {}
+        primary = self.spec.primary
+        if self.sets.selection is not None:
+            metrics |= self.run_eval(self.sets.selection, "selection")
+            value = metrics[f"selection/{primary}"]
+            if is_better(primary, value, best.selection_best):
+                best.selection_best, best.selection_best_step = value, step
+                if self.select_best and not final:
+                    params = self.model.named_parameters()
+                    best.best_trainable = {n: p.detach().clone() for n, p in params if p.requires_grad}
+            metrics |= {
+                f"selection/best_{primary}": best.selection_best,
+                "selection/best_step": best.selection_best_step,
+            }
+            if final and self.select_best and best.selection_best_step != step:
+                self.restore(best.best_trainable)
+        metrics |= self.run_eval(self.sets.eval, "eval")
+        for name, split in self.sets.extras.items():
+            metrics |= self.run_eval(split, f"eval_{name}")
+        value = metrics[f"eval/{primary}"]
+        if is_better(primary, value, best.best):
+            best.best = value
+        return metrics | {f"eval/best_{primary}": best.best}
+
+    def restore(self, trainable: dict[str, torch.Tensor]) -> None:
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, tensor in trainable.items():
+                params[name].copy_(tensor)

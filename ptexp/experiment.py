@@ -64,5 +64,5 @@ def build_experiment(cfg: DictConfig, device: torch.device) -> Experiment:
     tokenizer = load_tokenizer(cfg.model)
     backbone = load_backbone(cfg.model, cfg.seed)
     fingerprint = backbone_fingerprint(backbone)
-    classifier = SequenceClassifier(backbone, len(dataset.label_names), cfg.model.pooling, cfg.model.classifier_dropout)
+    classifier = SequenceClassifier(backbone, dataset.num_labels, cfg.model.pooling, cfg.model.classifier_dropout)
     return Experiment(dataset, tokenizer, build_model(cfg, classifier).to(device), fingerprint)

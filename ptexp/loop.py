@@ -18,15 +18,14 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import BatchSampler, RandomSampler
 from tqdm.auto import tqdm
 
 from ptexp.checkpoint import restore, rng_states, save_checkpoint, set_rng_states
-from ptexp.data import Collator, EncodedSplit, LengthGroupedBatches
+from ptexp.data import Collator, EncodedSplit, make_batches
 from ptexp.devices import autocast, fused_optimizer, peak_memory_mb, split_batch
 from ptexp.distributed import Dist, StepTotals, wrap_for_training
 from ptexp.errors import TrainingDiverged
-from ptexp.evaluation import batch_loss, evaluate
+from ptexp.evaluation import EvalSets, Evaluator, TaskSpec, batch_loss, describe, evaluate
 from ptexp.optim import make_optimizer, make_scheduler
 from ptexp.signals import StopSignals
 from ptexp.tracking import NullTracker, RunTracker
@@ -47,17 +46,21 @@ class LoopState:
     padded_tokens: int = 0
     window_loss: float = 0.0
     window_steps: int = 0
-    best: float = 0.0
+    best: float | None = None  # the primary metric's best on the eval split (optimistic: picked on what it reports)
     elapsed_s: float = 0.0  # wall time of the loop (evaluations included), over every process that ran it
     eval_s: float = 0.0
     metrics_bytes: int | None = None  # metrics.jsonl's size at the checkpoint (a resume cuts it back to that)
+    selection_best: float | None = None  # the primary metric's best on the selection split, at selection_best_step
+    selection_best_step: int = 0
+    best_trainable: dict[str, torch.Tensor] | None = None  # trainer.select_best: the trainable tensors at that step
 
 
 @dataclass
 class TrainJob:
     """How :func:`train` runs: the config, where it logs (a RunTracker or NullTracker), the device, and, for a
     tracked run, where it checkpoints (``run_dir``; None: never), the checkpoint it resumes (``resume``), the
-    signals that stop it, the checkpoint's ``meta``, the processes (``dist``) and the autocast dtype (``amp``)."""
+    signals that stop it, the checkpoint's ``meta``, the processes (``dist``), the autocast dtype (``amp``) and
+    the task's metrics (``spec``; None: from ``cfg.data``)."""
 
     cfg: DictConfig
     tracker: RunTracker | NullTracker
@@ -69,9 +72,10 @@ class TrainJob:
     meta: dict = field(default_factory=dict)
     dist: Dist = field(default_factory=Dist)
     amp: torch.dtype | None = None
+    spec: TaskSpec | None = None
 
 
-def train(model: nn.Module, train_set: EncodedSplit, eval_set: EncodedSplit, job: TrainJob) -> dict[str, float]:
+def train(model: nn.Module, train_set: EncodedSplit, evals: EvalSets | EncodedSplit, job: TrainJob) -> dict[str, float]:
     """Train ``model``; returns the final eval metrics with the run's summary (time, throughput, memory, steps).
 
     It checkpoints every ``trainer.checkpoint_every`` steps, at each epoch end and when ``job.stop`` caught
@@ -81,7 +85,9 @@ def train(model: nn.Module, train_set: EncodedSplit, eval_set: EncodedSplit, job
     generator and trains on its share, rows ``rank::world`` (:meth:`Dist.share`, :meth:`Dist.rank_loss`). Loss,
     token counts and the stop request are summed over the ranks at every step; rank 0 logs and checkpoints.
     """
-    loop = Loop(model, train_set, eval_set, job)  # optimizer, schedule, data order; the checkpoint's, if resuming
+    loop = Loop(
+        model, train_set, evals if isinstance(evals, EvalSets) else EvalSets(evals), job
+    )  # optimizer, schedule, data order; the checkpoint's, if resuming
     state, stop = loop.state, job.stop
     with stop.deferred():  # in the loop, SIGINT/SIGTERM wait for the end of the step, then checkpoint and stop
         while state.step < loop.total_steps:
@@ -103,13 +109,6 @@ def train(model: nn.Module, train_set: EncodedSplit, eval_set: EncodedSplit, job
     return loop.finish()
 
 
-def make_batches(train_set: EncodedSplit, t, generator: torch.Generator):
-    """An iterable of index lists, one per batch, reshuffled by ``generator`` on every pass."""
-    if t.group_by_length:
-        return LengthGroupedBatches([len(ids) for ids in train_set.input_ids], t.batch_size, generator)
-    return BatchSampler(RandomSampler(train_set, generator=generator), t.batch_size, drop_last=False)
-
-
 def check_finite(loss: float, step: int, cfg: DictConfig) -> None:
     if not math.isfinite(loss):
         raise TrainingDiverged(
@@ -122,9 +121,11 @@ class Loop:
     """What the loop works with, built once (in this order, for the same random numbers as ever): the data order,
     the optimizer and schedule, the state (restored when resuming), the training module, the progress bar."""
 
-    def __init__(self, model: nn.Module, train_set: EncodedSplit, eval_set: EncodedSplit, job: TrainJob):
+    def __init__(self, model: nn.Module, train_set: EncodedSplit, evals: EvalSets, job: TrainJob):
         cfg, dist, device = job.cfg, job.dist, job.device
-        self.model, self.train_set, self.eval_set, self.job, self.t = model, train_set, eval_set, job, cfg.trainer
+        self.model, self.train_set, self.job, self.t = model, train_set, job, cfg.trainer
+        self.spec = job.spec or TaskSpec.of(cfg.data)
+        self.evaluator = Evaluator(model, evals, self.spec, bool(self.t.select_best), self.evaluate_split)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.batches = make_batches(train_set, self.t, self.generator)
         # round: 625 * 1.4 is 875.0000001
@@ -132,8 +133,6 @@ class Loop:
         self.optimizer = make_optimizer(model, cfg.optimizer, fused=fused_optimizer(cfg.optimizer, device))
         self.scheduler = make_scheduler(self.optimizer, cfg.optimizer, self.total_steps)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
         self.state = LoopState(epoch_rng=self.generator.get_state())
         if job.resume is not None:
             self.state = LoopState(**restore(job.resume, model, self.optimizer, self.scheduler))
@@ -159,7 +158,10 @@ class Loop:
         with autocast(job.amp, job.device):
             logits = self.net(**inputs)
         logits = logits.float()
-        loss, rank_value = dist.rank_loss(lambda reduction: batch_loss(logits, labels, reduction), weight, len(indices))
+        task = self.spec.task
+        loss, rank_value = dist.rank_loss(
+            lambda reduction: batch_loss(logits, labels, task, reduction), weight, len(indices)
+        )
         # a signal after this sum stops the next step
         totals = dist.step_totals(rank_value, inputs["attention_mask"], weight, len(indices), job.stop.requested)
         check_finite(totals.loss, self.state.step + 1, job.cfg)
@@ -215,21 +217,25 @@ class Loop:
             self.evaluate(step)
             self.window_start = time.perf_counter()  # the train speed leaves the evaluation out
 
-    def evaluate(self, at_step: int) -> dict[str, float]:
+    def evaluate(self, at_step: int, final: bool = False) -> dict[str, float]:
+        """Every eval split (and the selection split) at ``at_step``, logged and printed (see :class:`Evaluator`)."""
         job, s = self.job, self.state
         started = time.perf_counter()
-        metrics = evaluate(
-            self.model, self.eval_set, self.t.eval_batch_size, job.collate, job.device, job.dist, job.amp
-        )
+        metrics = self.evaluator.at_step(at_step, s, final)
         s.eval_s += time.perf_counter() - started
-        s.best = max(s.best, metrics["eval/accuracy"])
-        job.tracker.log_metrics({**metrics, "eval/best_accuracy": s.best}, at_step)
+        job.tracker.log_metrics(metrics, at_step)
         if job.dist.main:
-            self.bar.write(
-                f"[ptexp] step {at_step}: eval loss {metrics['eval/loss']:.4f}  "
-                f"accuracy {metrics['eval/accuracy']:.4f}  macro-F1 {metrics['eval/macro_f1']:.4f}"
-            )
+            line = f"[ptexp] step {at_step}: eval {describe(metrics, 'eval', self.spec)}"
+            if "selection/loss" in metrics:
+                line += f"  | selection {describe(metrics, 'selection', self.spec)}"
+            self.bar.write(line)
         return metrics
+
+    def evaluate_split(self, split: EncodedSplit, prefix: str) -> dict[str, float]:
+        job = self.job
+        return evaluate(
+            self.model, split, self.t.eval_batch_size, job.collate, job.device, job.dist, job.amp, self.spec, prefix
+        )
 
     def checkpoint_on_schedule(self, stopping: bool) -> None:
         if stopping or (self.t.checkpoint_every and self.state.step % self.t.checkpoint_every == 0):
@@ -275,7 +281,7 @@ class Loop:
         """The final evaluation and the run's summary, logged and returned."""
         s = self.state
         train_seconds = s.elapsed_s + time.perf_counter() - self.clock - s.eval_s
-        metrics = self.evaluate(s.step)
+        metrics = self.evaluate(s.step, final=True)
         self.bar.close()
         summary = {
             "time/train_s": train_seconds,
@@ -287,4 +293,4 @@ class Loop:
             "train/real_token_fraction": s.real_tokens / max(s.padded_tokens, 1),  # non-pad share of batch tokens
         }
         self.job.tracker.log_metrics(summary, s.step)
-        return {**metrics, "eval/best_accuracy": s.best, **summary}
+        return {**metrics, **summary}

@@ -27,9 +27,10 @@ from ptexp.checkpoint import (
     write_result,
 )
 from ptexp.data import Collator, Dataset, EncodedSplit, encode
-from ptexp.devices import autocast_dtype, fused_optimizer, pick_device, use_tf32, wants_fast_dropout
+from ptexp.devices import autocast_dtype, fused_optimizer, pick_device, reset_peak_memory, use_tf32, wants_fast_dropout
 from ptexp.distributed import Dist, distributed, share_run_dir, torchrun_world
 from ptexp.errors import UserError
+from ptexp.evaluation import EvalSets, TaskSpec
 from ptexp.experiment import Experiment, build_experiment, prepare_config, use_method_epochs
 from ptexp.fast_dropout import use_fast_dropout
 from ptexp.loop import TrainJob, train
@@ -116,26 +117,27 @@ def run_tracked(start: Start, in_sweep: bool, dist: Dist) -> dict[str, float]:
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
     device, amp, tf32 = set_up_torch(cfg, dist)
+    reset_peak_memory(device)  # memory/peak_mb: this run's peak, not the largest of a sweep's runs so far
     with StopSignals() as stop:
         # Rank 0 connects first: an unreachable store fails every rank before any work.
         trackers: list = []
         dist.decide(lambda: trackers.append(RunTracker(cfg, run_dir)))
         tracker = trackers[0] if trackers else NullTracker(run_dir)
-        built, train_set, eval_set = build(cfg, device, state, run_dir)
+        built, train_set, evals = build(cfg, device, state, run_dir)
         total, trainable = count_parameters(built.model)
         counts = {"params/total": total, "params/trainable": trainable, "params/trainable_pct": 100 * trainable / total}
         tags = run_tags(cfg, built.dataset, device, amp, tf32, dist, state)
         tracker.start(run_name(cfg), config_params(cfg), tags, resume=state is not None)
         with marking_failures(tracker, run_dir, dist, in_sweep):
-            announce(cfg, tracker, run_dir, dist, state, counts, train_set, eval_set)
+            announce(cfg, tracker, run_dir, dist, state, counts, train_set, evals)
             meta = {
                 "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
                 "fingerprint": built.base_fingerprint,
                 "overrides": start.overrides,
             }
             collate = Collator(built.tokenizer.pad_token_id)
-            job = TrainJob(cfg, tracker, device, collate, run_dir, state, stop, meta, dist, amp)
-            result = train(built.model, train_set, eval_set, job)
+            job = TrainJob(cfg, tracker, device, collate, run_dir, state, stop, meta, dist, amp, TaskSpec.of(cfg.data))
+            result = train(built.model, train_set, evals, job)
             if dist.main:
                 save_and_log_adapter(built, cfg, run_dir, start.overrides, tracker, result)
         result = {**counts, **result}
@@ -160,19 +162,22 @@ def marking_failures(tracker: RunTracker | NullTracker, run_dir: Path, dist: Dis
         raise
 
 
-def build(
-    cfg: DictConfig, device: torch.device, state: dict | None, run_dir: Path
-) -> tuple[Experiment, EncodedSplit, EncodedSplit]:
-    """The experiment (checked against the checkpoint it resumes) and its tokenised train and eval rows."""
+def build(cfg: DictConfig, device: torch.device, state: dict | None, run_dir: Path):
+    """The experiment (checked against the checkpoint it resumes), its tokenised train rows and eval sets."""
     built = build_experiment(cfg, device)
     if wants_fast_dropout(cfg.trainer.fast_dropout, device):
         use_fast_dropout(built.model)
     if state is not None:
         check_resumable(state, built.model, built.base_fingerprint, run_dir)
     token_cache = Path(cfg.output_root).resolve() / "cache" / "tokens"  # shared by every job of a sweep
-    train_set = encode(built.dataset.train, built.tokenizer, cfg.data.max_length, token_cache)
-    eval_set = encode(built.dataset.eval, built.tokenizer, cfg.data.max_length, token_cache)
-    return built, train_set, eval_set
+    data = built.dataset
+
+    def tokenised(split):
+        return encode(split, built.tokenizer, cfg.data.max_length, token_cache)
+
+    selection = None if data.selection is None else tokenised(data.selection)
+    evals = EvalSets(tokenised(data.eval), {name: tokenised(s) for name, s in data.extra_evals.items()}, selection)
+    return built, tokenised(data.train), evals
 
 
 def announce(
@@ -183,22 +188,26 @@ def announce(
     state: dict | None,
     counts: dict[str, float],
     train_set: EncodedSplit,
-    eval_set: EncodedSplit,
+    evals: EvalSets,
 ) -> None:
     """A new run logs its sizes and Hydra's config files; every run prints what trains (rank 0 alone)."""
     say = print if dist.main else (lambda *args, **kwargs: None)
     if state is None:
-        tracker.log_metrics({**counts, "data/train_rows": len(train_set), "data/eval_rows": len(eval_set)}, 0)
+        rows = {"data/train_rows": len(train_set), "data/eval_rows": len(evals.eval)}
+        if evals.selection is not None:
+            rows["data/selection_rows"] = len(evals.selection)
+        tracker.log_metrics({**counts, **rows}, 0)
         for artifact in ("config.yaml", "overrides.yaml"):
             if (run_dir / ".hydra" / artifact).exists():
                 tracker.log_artifact(run_dir / ".hydra" / artifact)
     else:
         say(f"[ptexp] resuming {run_dir} at step {state['loop']['step']}", flush=True)
     processes = f" on {dist.world} processes ({dist.backend})" if dist.enabled else ""
+    selection = f" / {len(evals.selection)} selection rows" if evals.selection is not None else ""
     total, trainable, pct = counts["params/total"], counts["params/trainable"], counts["params/trainable_pct"]
     say(
         f"[ptexp] {run_name(cfg)}: {trainable:,} of {total:,} parameters train ({pct:.3f}%); "
-        f"{len(train_set)} train / {len(eval_set)} eval rows{processes}; {tracker.url_hint}",
+        f"{len(train_set)} train / {len(evals.eval)} eval rows{selection}{processes}; {tracker.url_hint}",
         flush=True,
     )
 
@@ -243,6 +252,8 @@ def run_tags(
         "ptexp.method": cfg.method.name,
         "ptexp.model": cfg.model.name,
         "ptexp.data": cfg.data.name,
+        "ptexp.task": str(getattr(cfg.data.task, "value", cfg.data.task)),
+        "ptexp.primary_metric": TaskSpec.of(cfg.data).primary,
         "ptexp.train_origin": dataset.train.origin,
         "ptexp.eval_origin": dataset.eval.origin,
         "version.torch": torch.__version__,
