@@ -41,7 +41,9 @@ def randomise_prefix(model: PrefixTuningModel, seed: int = 1) -> None:
             p.copy_(torch.randn(p.shape, generator=generator))
 
 
-def reference_logits(model: PrefixTuningModel, input_ids, attention_mask, shift: bool = False) -> torch.Tensor:
+def reference_logits(
+    model: PrefixTuningModel, input_ids, attention_mask, shift: bool = False, token_type_ids=None
+) -> torch.Tensor:
     """BERT written out by hand (eager attention), with the prefix K/V concatenated explicitly per layer."""
     bert = model.classifier.backbone
     cfg = bert.config
@@ -55,7 +57,7 @@ def reference_logits(model: PrefixTuningModel, input_ids, attention_mask, shift:
     x = (
         emb.word_embeddings(input_ids)
         + emb.position_embeddings(positions)[None]
-        + emb.token_type_embeddings(torch.zeros_like(input_ids))
+        + emb.token_type_embeddings(torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids)
     )
     x = emb.LayerNorm(x)
     key_mask = torch.cat([torch.ones(B, P), attention_mask.float()], dim=1)  # (B, P+L)
@@ -80,6 +82,21 @@ def reference_logits(model: PrefixTuningModel, input_ids, attention_mask, shift:
         x = layer.output.LayerNorm(layer.output.dense(hidden) + x)
     pooled = torch.tanh(bert.pooler.dense(x[:, 0]))
     return model.classifier.head(pooled)
+
+
+def test_a_sentence_pair_matches_the_eager_reference_with_its_token_types():
+    """Pairs reach the prefixed backbone with their token types: [CLS] a [SEP] b [SEP], segment ids 0 then 1."""
+    _, model, tokenizer = build("method=prefix", "prefix_length=5")
+    randomise_prefix(model)
+    enc = tokenizer(SENTENCES, ["it is not", "a film about nothing at all"], padding=True, return_tensors="pt")
+    ids, mask, types = enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]
+    assert int(types.max()) == 1 and bool((mask == 0).any())
+    with torch.no_grad():
+        ours = model(ids, mask, types)
+        reference = reference_logits(model, ids, mask, token_type_ids=types)
+        as_one_sentence = reference_logits(model, ids, mask)
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
+    assert (ours - as_one_sentence).abs().max() > 1e-3 * ours.abs().max()  # the token types made a difference
 
 
 @pytest.mark.parametrize("padded", [False, True])
