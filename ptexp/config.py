@@ -148,6 +148,8 @@ class DataConfig:
     hub_train_split: str = "train"
     hub_eval_split: str = "validation"
     data_dir: str | None = None  # a folder with train_file and eval_file (for source=hub: local GLUE TSVs)
+    root: str | None = None  # a folder of task folders (a GLUE download): data_dir = root/folder, unless data_dir set
+    folder: str | None = None  # the task's folder in its benchmark's download, e.g. RTE, MRPC, SST-2
     train_file: str | None = None
     eval_file: str | None = None
     extra_evals: dict[str, ExtraEval] = field(default_factory=dict)  # name -> split/file, e.g. mismatched

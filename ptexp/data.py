@@ -71,6 +71,7 @@ def check_data_config(cfg: DataConfig) -> None:
 def load_dataset(cfg: DataConfig) -> Dataset:
     """Load the splits that ``cfg`` describes, carve the selection split from train, subsample as asked."""
     check_data_config(cfg)
+    use_root(cfg)
     task = Task(cfg.task)
     labels = list(cfg.label_names) if task == Task.classification else None
     if cfg.source == DataSource.embedded:
@@ -98,6 +99,16 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         selection=selection,
         extra_evals={name: _subsample(s, cfg.max_eval_samples, cfg.subset_seed) for name, s in extras.items()},
     )
+
+
+def use_root(cfg: DataConfig) -> None:
+    """``data.root`` (a benchmark download's folder of task folders) sets ``data.data_dir`` to the task's folder,
+    so one sweep over presets reads every task locally; an explicit ``data.data_dir`` wins."""
+    if not cfg.root or cfg.data_dir:
+        return
+    if not cfg.folder:
+        raise UserError(f"data.root: data={cfg.name} names no task folder; valid: data.data_dir=DIR for this data")
+    cfg.data_dir = str(Path(cfg.root).expanduser() / cfg.folder)
 
 
 def file_columns(cfg: DataConfig) -> Columns:
