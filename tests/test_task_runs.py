@@ -11,7 +11,25 @@ from mlflow.tracking import MlflowClient
 from ptexp.trainer import run_experiment
 from tests.conftest import run_cli, runs_in
 
-WORDS = "good bad fine dull bright long short film plot actor story scene music slow fast warm cold".split()
+WORDS = [
+    "good",
+    "bad",
+    "fine",
+    "dull",
+    "bright",
+    "long",
+    "short",
+    "film",
+    "plot",
+    "actor",
+    "story",
+    "scene",
+    "music",
+    "slow",
+    "fast",
+    "warm",
+    "cold",
+]
 
 
 def sentence(rng: random.Random) -> str:
