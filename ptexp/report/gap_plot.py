@@ -25,7 +25,7 @@ def plot_gap(rows: list[TaskRow], out: Path, warnings: list[str]) -> list[Path]:
     several_models = len({r.group.model for r in rows}) > 1
     task_names = list(dict.fromkeys(task_label(r, several_models) for r in bars))
     methods = list(dict.fromkeys(r.method for r in bars))
-    width = 0.8 / len(methods)
+    width = min(0.8 / len(methods), 0.3)
     plt, fig, ax = new_figure()
     for i, method in enumerate(methods):
         mine = {task_label(r, several_models): r for r in bars if r.method == method}
@@ -34,6 +34,7 @@ def plot_gap(rows: list[TaskRow], out: Path, warnings: list[str]) -> list[Path]:
         offset = (i - (len(methods) - 1) / 2) * width
         ax.bar([x + offset for x in xs], gaps, width=width * 0.95, color=f"C{i % 10}", label=method)
     ax.axhline(0.0, color="0.2", linewidth=1.0)
+    ax.margins(y=0.1)  # the 0 line stays inside the axes when every gap has one sign
     ax.set_xticks(range(len(task_names)))
     ax.set_xticklabels(task_names)
     ax.set_xlabel("task (primary metric)")
