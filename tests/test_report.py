@@ -1,5 +1,6 @@
 """The report CLI (``python -m ptexp.report``) on real tiny sweeps: table, files, plots, attachment, failed runs,
-and the plain exits for an empty selection, a missing store and a run that lacks metrics."""
+and the plain exits for an empty selection, a missing store and a run that lacks metrics; on hand-logged runs of
+two tasks with different primary metrics: headline values, selection columns, the optimistic label, the task view."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FILES = ("report.md", "report.csv", "report.html")
 PLOTS = ("accuracy_vs_step.png", "loss_vs_step.png", "accuracy_vs_trainable_fraction.png")
 LENGTH_PLOT = "accuracy_vs_prefix_length.png"
+GAP_PLOT = "gap_to_full_by_task.png"
+OPTIMISTIC = "best on eval (optimistic)"
 
 
 def run_report(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -31,17 +34,24 @@ def split_sweep(root: Path):
     return parent, [r for r in runs if r.info.run_id != parent.info.run_id]
 
 
-def printed_groups(stdout: str) -> dict[tuple[str, str], list[str]]:
-    """(method, prefix_length) -> the cells of that row of the printed summary table."""
+def printed_table(stdout: str, first_header: str) -> list[dict[str, str]]:
+    """The rows (header -> cell) of the printed table whose header line starts with ``first_header``."""
     lines = stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("method  model"))
-    rows = {}
+    start = next(i for i, line in enumerate(lines) if line.startswith(first_header + "  "))
+    headers = re.split(r"\s{2,}", lines[start].strip())
+    rows = []
     for line in lines[start + 2 :]:
         if not line.strip():
             break
         cells = re.split(r"\s{2,}", line.strip())
-        rows[(cells[0], cells[3])] = cells
+        assert len(cells) == len(headers), (headers, cells)
+        rows.append(dict(zip(headers, cells, strict=True)))
     return rows
+
+
+def printed_groups(stdout: str) -> dict[tuple[str, str], dict[str, str]]:
+    """(method, prefix_length) -> header -> cell of that row of the printed summary table."""
+    return {(row["method"], row["prefix_length"]): row for row in printed_table(stdout, "method")}
 
 
 def md_summary_rows(md: str) -> list[str]:
@@ -89,9 +99,12 @@ def test_report_of_the_latest_sweep_writes_table_files_plots_and_attaches_them(s
 
     groups = printed_groups(proc.stdout)
     assert set(groups) == {("full", "—"), ("prefix", "20")}
-    assert all(cells[4] == "3" for cells in groups.values())  # seeds
-    assert groups[("full", "—")][6] == "100.0%"
-    assert "±" in groups[("prefix", "20")][7]
+    assert all(cells["seeds"] == "3" and cells["metric"] == "accuracy" for cells in groups.values())
+    assert groups[("full", "—")]["trainable %"] == "100.0%"
+    assert "±" in groups[("prefix", "20")]["final eval"]
+    assert groups[("prefix", "20")]["selection score"] == "n/a"  # no selection split
+    tasks = {row["method"]: row for row in printed_table(proc.stdout, "task")}  # a full group: the task view
+    assert tasks["full"]["gap to full"] == "reference" and tasks["prefix P=20"]["gap to full"].endswith(" pts")
 
     out = one_report_dir(root)
     assert parent.info.run_id[:8] in out.name
@@ -104,21 +117,32 @@ def test_report_of_the_latest_sweep_writes_table_files_plots_and_attaches_them(s
         runs = [r for r in children if r.data.tags["ptexp.method"] == method]
         final = [r.data.metrics["eval/accuracy"] for r in runs]
         assert row["seeds"] == "3" and sorted(row["seed_values"].split()) == ["1", "2", "3"]
-        assert float(row["final_accuracy_mean"]) == pytest.approx(statistics.fmean(final))
-        assert float(row["final_accuracy_std"]) == pytest.approx(statistics.stdev(final))
-        assert float(row["best_accuracy_mean"]) >= float(row["final_accuracy_mean"]) - 1e-12
+        assert row["primary_metric"] == "accuracy"  # no ptexp.primary_metric tag: accuracy
+        assert float(row["final_mean"]) == pytest.approx(statistics.fmean(final))
+        assert float(row["final_std"]) == pytest.approx(statistics.stdev(final))
+        assert float(row["accuracy_mean"]) == pytest.approx(statistics.fmean(final))
+        best = [r.data.metrics["eval/best_accuracy"] for r in runs]
+        assert float(row["best_on_eval_optimistic_mean"]) == pytest.approx(statistics.fmean(best))
+        assert float(row["best_on_eval_optimistic_mean"]) >= float(row["final_mean"]) - 1e-12
+        assert row["selection_score_mean"] == "n/a" and row["selected_on_selection_mean"] == "n/a"
         assert float(row["trainable_params"]) == runs[0].data.metrics["params/trainable"]
     assert rows["prefix"]["prefix_length"] == "20" and rows["full"]["prefix_length"] == ""
     assert float(rows["full"]["trainable_pct"]) == pytest.approx(100.0)
 
-    for name in PLOTS:
+    for name in (*PLOTS, GAP_PLOT):
         check_png(out / name)
     assert not (out / LENGTH_PLOT).exists()  # one prefix length only
+    with (out / "tasks.csv").open() as f:
+        gaps = {r["method"]: r for r in csv.DictReader(f)}
+    means = {m: float(rows[m]["final_mean"]) for m in rows}
+    assert float(gaps["prefix"]["gap_to_full"]) == pytest.approx(100 * (means["prefix"] - means["full"]))
+    assert gaps["prefix"]["gap_unit"] == "points" and float(gaps["full"]["gap_to_full"]) == 0.0
 
     page = (out / "report.html").read_text()
-    assert html_rows(page, "summary") == 2 and html_rows(page, "failed") == 0
+    assert html_rows(page, "summary") == 2 and html_rows(page, "failed") == 0 and html_rows(page, "tasks") == 2
+    assert OPTIMISTIC in page and "best accuracy" not in page
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(images) == len(PLOTS)
+    assert len(images) == len(PLOTS) + 1  # and the gap plot
     assert all(base64.b64decode(data)[:8] == PNG_MAGIC for data in images)
     assert "<style>" in page and 'src="http' not in page and "<link" not in page  # self-contained
 
@@ -126,7 +150,7 @@ def test_report_of_the_latest_sweep_writes_table_files_plots_and_attaches_them(s
 
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     attached = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    assert attached == {f"report/{name}" for name in (*FILES, *PLOTS)}
+    assert attached == {f"report/{name}" for name in (*FILES, "tasks.csv", *PLOTS, GAP_PLOT)}
     assert f"attached to sweep parent run {parent.info.run_id}" in proc.stdout
 
 
@@ -138,6 +162,8 @@ def test_filter_selects_within_the_experiment_and_does_not_attach(sweep, tmp_pat
     assert "not attached" in proc.stdout
     with (tmp_path / "report.csv").open() as f:
         assert [r["seeds"] for r in csv.DictReader(f)] == ["3"]
+    assert "task  model" not in proc.stdout and not (tmp_path / "tasks.csv").exists()  # one task, no full group
+    assert not (tmp_path / GAP_PLOT).exists()
 
 
 def test_empty_selection_exits_1_with_a_plain_message(sweep, tmp_path):
@@ -194,14 +220,15 @@ def test_failed_run_is_listed_apart_and_not_averaged(tmp_path):
     assert "Traceback" not in proc.stderr
     failed_lines = [line for line in proc.stdout.splitlines() if failed.info.run_id in line]
     assert len(failed_lines) == 1 and "FAILED" in failed_lines[0] and "TrainingDiverged" in failed_lines[0]
-    assert printed_groups(proc.stdout)[("full", "—")][4] == "1"  # seeds: the finished run only
+    assert printed_groups(proc.stdout)[("full", "—")]["seeds"] == "1"  # seeds: the finished run only
 
     out = one_report_dir(tmp_path)
     with (out / "report.csv").open() as f:
         (row,) = csv.DictReader(f)
     assert row["seeds"] == "1" and row["run_ids"] == finished.info.run_id
-    assert float(row["final_accuracy_mean"]) == pytest.approx(finished.data.metrics["eval/accuracy"])
-    assert float(row["final_accuracy_std"]) == 0.0  # one seed
+    assert float(row["final_mean"]) == pytest.approx(finished.data.metrics["eval/accuracy"])
+    assert float(row["final_std"]) == 0.0  # one seed
+    assert not (out / GAP_PLOT).exists()  # full fine-tuning only: no gap to draw
     page = (out / "report.html").read_text()
     assert html_rows(page, "summary") == 1 and html_rows(page, "failed") == 1
     assert failed.info.run_id in page and "TrainingDiverged" in page
@@ -224,7 +251,7 @@ def test_prefix_length_sweep_preset_gets_the_prefix_length_plot(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     groups = printed_groups(proc.stdout)
     assert sorted(int(p) for _, p in groups) == [1, 5, 10, 20, 50]
-    assert all(cells[4] == "1" and "± —" in cells[7] for cells in groups.values())  # one seed: no std
+    assert all(cells["seeds"] == "1" and "± —" in cells["final eval"] for cells in groups.values())  # one seed
 
     out = one_report_dir(tmp_path)
     assert out.name.endswith(parent.info.run_id[:8])  # the latest sweep, in <output_root>/reports/
@@ -265,9 +292,10 @@ def test_a_missing_metric_is_shown_as_na_with_a_warning(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     (cells,) = printed_groups(proc.stdout).values()
-    assert cells[4] == "2" and cells[7] == "0.6150 ± 0.0071"  # final accuracy: 0.61 and 0.62
-    assert cells[8] == "0.6150 ± 0.0071"  # best = max of each history
-    assert cells[10] == "10.0" and cells[12] == "n/a" and cells[13] == "n/a"  # train s (one run), peak MB, adapter
+    assert cells["seeds"] == "2" and cells["final eval"] == "0.6150 ± 0.0071"  # final accuracy: 0.61 and 0.62
+    assert cells[OPTIMISTIC] == "0.6150 ± 0.0071"  # no eval/best_accuracy logged: the max of each history
+    assert cells["accuracy"] == cells["final eval"] and cells["macro-F1"] == "0.5000 ± 0.0000"
+    assert cells["train s"] == "10.0" and cells["peak MB"] == "n/a" and cells["adapter size"] == "n/a"
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
     (first,) = [w for w in warnings if ids[0] in w]
     (second,) = [w for w in warnings if ids[1] in w]
@@ -280,3 +308,110 @@ def test_a_missing_metric_is_shown_as_na_with_a_warning(tmp_path):
     assert row["peak_memory_mb_mean"] == "n/a" and row["adapter_bytes"] == "n/a"
     assert float(row["train_s_mean"]) == 10.0
     assert "n/a" in (out / "report.html").read_text()
+
+
+# Hand-logged runs of two tasks whose primary metrics differ: (data, method, seed) -> the eval history of the primary
+# metric (steps 1, 2, 3; the last is the final value) and the selection split's history (best at step 2).
+MIXED = {
+    ("glue_cola", "full", 1): ([0.30, 0.52, 0.41], [0.20, 0.48, 0.33]),
+    ("glue_cola", "full", 2): ([0.28, 0.49, 0.45], [0.25, 0.50, 0.31]),
+    ("glue_cola", "prefix", 1): ([0.10, 0.33, 0.21], [0.12, 0.30, 0.22]),
+    ("glue_cola", "prefix", 2): ([0.12, 0.29, 0.25], [0.09, 0.35, 0.21]),
+    ("glue_stsb", "full", 1): ([0.70, 0.86, 0.84], [0.71, 0.88, 0.80]),
+    ("glue_stsb", "full", 2): ([0.72, 0.85, 0.83], [0.69, 0.87, 0.82]),
+    ("glue_stsb", "prefix", 1): ([0.50, 0.66, 0.60], [0.52, 0.67, 0.61]),
+    ("glue_stsb", "prefix", 2): ([0.55, 0.64, 0.61], [0.51, 0.70, 0.58]),
+}
+PRIMARY = {"glue_cola": "mcc", "glue_stsb": "pearson"}
+SELECT_BEST = {"glue_cola": "True", "glue_stsb": "False"}  # STS-B: the eval value at the selected step is read back
+
+
+def log_mixed_runs(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("ptexp", artifact_location=(tmp_path / "mlartifacts").as_uri())
+    for (data, method, seed), (evals, selection) in MIXED.items():
+        primary = PRIMARY[data]
+        tags = {"ptexp.method": method, "ptexp.model": "tiny", "ptexp.data": data, "ptexp.primary_metric": primary}
+        run_id = client.create_run(experiment, run_name=f"{data}-{method}-s{seed}", tags=tags).info.run_id
+        for key, value in {"seed": seed, "prefix_length": 10 if method == "prefix" else None}.items():
+            client.log_param(run_id, key, str(value))
+        client.log_param(run_id, "trainer.select_best", SELECT_BEST[data])
+        for step, (value, chosen) in enumerate(zip(evals, selection, strict=True), start=1):
+            metrics = {f"eval/{primary}": value, f"eval/best_{primary}": max(evals[:step]), "train/loss": 1 / step}
+            metrics |= {f"selection/{primary}": chosen, f"selection/best_{primary}": max(selection[:step])}
+            metrics |= {"selection/best_step": 1 + selection.index(max(selection[:step]))}
+            if primary == "mcc":
+                metrics |= {"eval/accuracy": 0.5 + value / 2, "eval/macro_f1": 0.4 + value / 2}
+            for key, v in metrics.items():
+                client.log_metric(run_id, key, v, step=step)
+        total = 1000 if method == "full" else 100_000
+        summary = {"params/trainable": 1000, "params/total": total, "params/trainable_pct": 100_000 / total}
+        summary |= {"time/train_s": 1.0, "throughput/train_samples_per_s": 5.0, "memory/peak_mb": 10.0}
+        for key, value in summary.items():
+            client.log_metric(run_id, key, value, step=3)
+        client.set_terminated(run_id, "FINISHED")
+
+
+def pm(values: list[float]) -> str:
+    return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def test_mixed_tasks_headline_selection_columns_and_gap_to_full(tmp_path):
+    log_mixed_runs(tmp_path)
+    proc = run_report("--output-root", str(tmp_path), "--all", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    out = tmp_path / "out"
+
+    def values(data, method, pick) -> list[float]:
+        return [pick(*MIXED[(data, method, seed)]) for seed in (1, 2)]
+
+    summary = {(r["data"], r["method"]): r for r in printed_table(proc.stdout, "method")}
+    assert len(summary) == 4
+    for (data, method), row in summary.items():
+        assert row["metric"] == PRIMARY[data] and row["seeds"] == "2"
+        assert row["final eval"] == pm(values(data, method, lambda e, s: e[-1]))
+        assert row[OPTIMISTIC] == pm(values(data, method, lambda e, s: max(e)))  # the eval split's own best
+        assert row["selection score"] == pm(values(data, method, lambda e, s: max(s)))
+        # select_best (CoLA): the final eval value; else (STS-B): the eval value at the selected step (2)
+        assert row["selected on selection split"] == pm(
+            values(data, method, (lambda e, s: e[-1]) if data == "glue_cola" else (lambda e, s: e[1]))
+        )
+        assert (row["accuracy"] == "n/a") == (data == "glue_stsb")  # regression: no accuracy, no macro-F1
+        assert (row["macro-F1"] == "n/a") == (data == "glue_stsb")
+
+    finals = {(d, m): statistics.fmean(values(d, m, lambda e, s: e[-1])) for d, m in summary}
+    gaps = {d: 100 * (finals[(d, "prefix")] - finals[(d, "full")]) for d in PRIMARY}
+    tasks = {(r["task"], r["method"]): r for r in printed_table(proc.stdout, "task")}
+    assert set(tasks) == {(d, m) for d in PRIMARY for m in ("full", "prefix P=10")}
+    for data, gap in gaps.items():
+        assert tasks[(data, "prefix P=10")]["gap to full"] == f"{gap:+.2f} pts"
+        assert tasks[(data, "full")]["gap to full"] == "reference"
+        assert tasks[(data, "prefix P=10")]["metric"] == PRIMARY[data]
+    with (out / "tasks.csv").open() as f:
+        rows = {(r["task"], r["method"]): r for r in csv.DictReader(f)}
+    assert len(rows) == 4
+    for data, gap in gaps.items():
+        assert float(rows[(data, "prefix")]["gap_to_full"]) == pytest.approx(gap)
+        assert float(rows[(data, "prefix")]["full_mean"]) == pytest.approx(finals[(data, "full")])
+        assert float(rows[(data, "prefix")]["mean"]) == pytest.approx(finals[(data, "prefix")])
+        assert rows[(data, "prefix")]["metric"] == PRIMARY[data] and rows[(data, "prefix")]["gap_unit"] == "points"
+        assert rows[(data, "prefix")]["prefix_length"] == "10" and float(rows[(data, "full")]["gap_to_full"]) == 0
+
+    with (out / "report.csv").open() as f:
+        csv_rows = {(r["data"], r["method"]): r for r in csv.DictReader(f)}
+    assert float(csv_rows[("glue_stsb", "prefix")]["final_mean"]) == pytest.approx(finals[("glue_stsb", "prefix")])
+    assert csv_rows[("glue_stsb", "full")]["accuracy_mean"] == "n/a"
+    assert csv_rows[("glue_cola", "full")]["primary_metric"] == "mcc"
+
+    check_png(out / GAP_PLOT)
+    check_png(out / "loss_vs_step.png")
+    assert not list(out.glob("*_vs_trainable_fraction.png")) and not (out / "mcc_vs_step.png").exists()
+    assert "warning: the groups have different primary metrics (mcc, pearson)" in proc.stderr
+    page = (out / "report.html").read_text()
+    assert html_rows(page, "summary") == 4 and html_rows(page, "tasks") == 4
+    assert OPTIMISTIC in page and "best accuracy" not in page and page.count("data:image/png;base64,") == 2
+    md = (out / "report.md").read_text()
+    assert "## Tasks" in md and OPTIMISTIC in md and f"({GAP_PLOT})" in md

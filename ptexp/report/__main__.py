@@ -7,20 +7,13 @@ import sys
 import time
 from pathlib import Path
 
+from ptexp.report.gap_plot import plot_gap
+from ptexp.report.pages import Content, write_html, write_md
 from ptexp.report.plots import make_plots
 from ptexp.report.runs import ReportError, connect, history, select
-from ptexp.report.stats import ACCURACY, DASH, FINISHED, LOSS, NA, check_runs, make_groups
-from ptexp.report.tables import (
-    FAILED_HEADERS,
-    HEADERS,
-    NUMERIC,
-    display_row,
-    failed_rows,
-    text_table,
-    write_csv,
-    write_html,
-    write_md,
-)
+from ptexp.report.stats import DASH, FINISHED, LOSS, NA, check_runs, make_groups
+from ptexp.report.tables import FAILED_HEADERS, HEADERS, NUMERIC, display_row, failed_rows, text_table, write_csv
+from ptexp.report.tasks import TASK_HEADERS, TASK_NUMERIC, display_task_row, task_rows, wants_task_view, write_tasks_csv
 from ptexp.store import default_uri, short
 
 
@@ -71,25 +64,34 @@ def report(args: argparse.Namespace) -> int:
         raise ReportError("nothing to report: no finished run in the selection", status=1)
 
     for run in finished:
-        run.histories = {key: history(client, run.run_id, key) for key in (ACCURACY, LOSS)}
+        run.histories = {key: history(client, run.run_id, key) for key in (f"eval/{run.primary}", LOSS)}
     groups = make_groups(finished)
     warnings = check_runs(groups)
+    tasks = task_rows(groups) if wants_task_view(groups) else []
 
     out = args.out or Path(args.output_root) / "reports" / selection.slug
     out.mkdir(parents=True, exist_ok=True)
-    plots = make_plots(groups, out, warnings)
-    title = f"ptexp report: {selection.description}"
+    plots = make_plots(groups, out, warnings) + plot_gap(tasks, out, warnings)
     meta = [("selection", selection.description), ("experiment", args.experiment), ("tracking URI", uri)]
     if selection.parent is not None and selection.parent.data.tags.get("ptexp.overrides") is not None:
         meta.append(("sweep command", f"python -m ptexp -m {selection.parent.data.tags['ptexp.overrides']}"))
     meta.append(("generated", time.strftime("%Y-%m-%d %H:%M:%S")))
+    content = Content(f"ptexp report: {selection.description}", meta, groups, failed, warnings, plots, tasks)
     files = [out / "report.md", out / "report.csv", out / "report.html"]
-    write_md(files[0], title, meta, groups, failed, warnings, plots)
+    write_md(files[0], content)
     write_csv(files[1], groups)
-    write_html(files[2], title, meta, groups, failed, warnings, plots)
+    write_html(files[2], content)
+    if tasks:
+        files.append(out / "tasks.csv")
+        write_tasks_csv(files[-1], tasks)
+    elif (out / "tasks.csv").exists():  # from an earlier report into the same folder
+        (out / "tasks.csv").unlink()
 
     print(f"\n{len(groups)} group(s); mean ± sample std over seeds ({DASH}: one seed; {NA}: not logged):\n")
     print(text_table(HEADERS, [display_row(g) for g in groups], NUMERIC))
+    if tasks:
+        print("\nBy task: final eval of the primary metric, gap to full fine-tuning (same task and model):\n")
+        print(text_table(TASK_HEADERS, [display_task_row(r) for r in tasks], TASK_NUMERIC))
     sys.stdout.flush()  # the warnings (stderr) after the table, also when both go to one terminal
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr, flush=True)

@@ -1,5 +1,6 @@
-"""The report's PNG plots: accuracy and loss against the step, accuracy against the trainable fraction and
-against the prefix length (matplotlib, imported only here)."""
+"""The report's PNG plots: the primary metric and the loss against the step, the primary metric against the
+trainable fraction and against the prefix length (matplotlib, imported here and in
+:mod:`~ptexp.report.gap_plot`). The primary-metric plots need one primary metric common to all groups."""
 
 from __future__ import annotations
 
@@ -7,14 +8,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from ptexp.report.stats import ACCURACY, LOSS, Group, RunData
+from ptexp.report.stats import LOSS, POINTS, Group, RunData, common_primary
 
-PLOTS = (
-    "accuracy_vs_step.png",
-    "loss_vs_step.png",
-    "accuracy_vs_trainable_fraction.png",
-    "accuracy_vs_prefix_length.png",
-)
+LOSS_PLOT = "loss_vs_step.png"
+METRIC_PLOTS = ("{}_vs_step.png", "{}_vs_trainable_fraction.png", "{}_vs_prefix_length.png")
 
 
 def aligned(runs: list[RunData], key: str) -> tuple[list[int], list[float], list[float | None]]:
@@ -94,14 +91,14 @@ def percent_formatter():
     return FuncFormatter(lambda x, _pos: f"{100 * x:.3g}%")
 
 
-def plot_fraction(groups: list[Group], path: Path, warnings: list[str]) -> None:
+def plot_fraction(groups: list[Group], metric: str, path: Path, warnings: list[str]) -> None:
     plt, fig, ax = new_figure()
     look = styles(groups)
     xs = []
     for i, g in enumerate(groups):
-        x, acc = g.trainable_fraction.mean, g.final_accuracy
+        x, acc = g.trainable_fraction.mean, g.final
         if x is None or x <= 0 or acc.mean is None:
-            warnings.append(f"{path.name}: {g.label} has no trainable fraction or final accuracy; left out")
+            warnings.append(f"{path.name}: {g.label} has no trainable fraction or final eval {metric}; left out")
             continue
         xs.append(x)
         ax.errorbar(
@@ -129,8 +126,8 @@ def plot_fraction(groups: list[Group], path: Path, warnings: list[str]) -> None:
         ax.set_xlim(min(xs) / 3, min(max(xs) * 3, 3.0))
     ax.xaxis.set_major_formatter(percent_formatter())
     ax.set_xlabel("trainable parameters, % of total (log scale)")
-    ax.set_ylabel("final eval accuracy (mean ± std over seeds)")
-    ax.set_title("Final accuracy vs trainable-parameter fraction")
+    ax.set_ylabel(f"final eval {metric} (mean ± std over seeds)")
+    ax.set_title(f"Final {metric} vs trainable-parameter fraction")
     save(plt, fig, ax, path)
 
 
@@ -143,12 +140,12 @@ def prefix_families(groups: list[Group]) -> dict[tuple[str, str, str], list[Grou
     return {k: sorted(v, key=lambda g: g.prefix_length) for k, v in families.items() if len(v) > 1}
 
 
-def plot_prefix_length(groups: list[Group], families: dict, path: Path) -> None:
+def plot_prefix_length(groups: list[Group], families: dict, metric: str, path: Path) -> None:
     plt, fig, ax = new_figure()
     several = len(families) > 1
     lengths = sorted({g.prefix_length for fam in families.values() for g in fam})
     for i, ((method, model, data), fam) in enumerate(families.items()):
-        points = [(g.prefix_length, g.final_accuracy) for g in fam if g.final_accuracy.mean is not None]
+        points = [(g.prefix_length, g.final) for g in fam if g.final.mean is not None]
         label = f"{method} ({model}, {data})" if several else method
         ax.errorbar(
             [p for p, _ in points],
@@ -158,18 +155,19 @@ def plot_prefix_length(groups: list[Group], families: dict, path: Path) -> None:
             markersize=6,
             capsize=4,
             color=f"C{i}",
-            label=f"{label}, final accuracy",
+            label=f"{label}, final {metric}",
         )
         for g in groups:  # reference: methods without a prefix on the same model and data, e.g. full fine-tuning
-            if g.prefix_length is None and (g.model, g.data) == (model, data) and g.final_accuracy.mean is not None:
+            reference = g.final.mean
+            if g.prefix_length is None and (g.model, g.data) == (model, data) and reference is not None:
                 ax.axhline(
-                    g.final_accuracy.mean,
+                    reference,
                     linestyle="--",
                     linewidth=1.2,
                     color="0.35",
-                    label=f"{g.method} ({model}, {data}): {g.final_accuracy.mean:.3f}"
+                    label=f"{g.method} ({model}, {data}): {reference:.3f}"
                     if several
-                    else f"{g.method} (reference): {g.final_accuracy.mean:.3f}",
+                    else f"{g.method} (reference): {reference:.3f}",
                 )
     if min(lengths) > 0:
         ax.set_xscale("log")
@@ -181,35 +179,42 @@ def plot_prefix_length(groups: list[Group], families: dict, path: Path) -> None:
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticklabels([str(p) for p in lengths])
     ax.set_xlabel("prefix length P (vectors per layer, log scale)")
-    ax.set_ylabel("final eval accuracy (mean ± std over seeds)")
-    ax.set_title("Final accuracy vs prefix length")
+    ax.set_ylabel(f"final eval {metric} (mean ± std over seeds)")
+    ax.set_title(f"Final {metric} vs prefix length")
     save(plt, fig, ax, path)
 
 
+def remove_stale(out: Path, keep: list[Path]) -> None:
+    """Drop the metric plots an earlier report left in the same folder that this one did not draw."""
+    for metric in (*POINTS, "mse"):
+        for name in METRIC_PLOTS:
+            path = out / name.format(metric)
+            if path not in keep and path.exists():
+                path.unlink()
+
+
 def make_plots(groups: list[Group], out: Path, warnings: list[str]) -> list[Path]:
-    paths = [out / name for name in PLOTS[:3]]
-    plot_curves(
-        groups,
-        ACCURACY,
-        "eval accuracy",
-        "Eval accuracy vs step (mean ± std over seeds)",
-        paths[0],
-        warnings,
-    )
-    plot_curves(
-        groups,
-        LOSS,
-        "train loss (mean over the logging window)",
-        "Train loss vs step (mean ± std over seeds)",
-        paths[1],
-        warnings,
-    )
-    plot_fraction(groups, paths[2], warnings)
+    """The plots drawn, in their order; the primary-metric ones only when the groups share that metric."""
+    metric = common_primary(groups)
+    loss = out / LOSS_PLOT
+    loss_title = "Train loss vs step (mean ± std over seeds)"
+    plot_curves(groups, LOSS, "train loss (mean over the logging window)", loss_title, loss, warnings)
+    if metric is None:
+        names = ", ".join(sorted({g.primary for g in groups}))
+        warnings.append(
+            f"the groups have different primary metrics ({names}): no per-step, trainable-fraction or "
+            "prefix-length plot of them; see the task view and gap_to_full_by_task.png"
+        )
+        remove_stale(out, [])
+        return [loss]
+    step, fraction, length = (out / name.format(metric) for name in METRIC_PLOTS)
+    title = f"Eval {metric} vs step (mean ± std over seeds)"
+    plot_curves(groups, f"eval/{metric}", f"eval {metric}", title, step, warnings)
+    plot_fraction(groups, metric, fraction, warnings)
+    paths = [step, loss, fraction]
     families = prefix_families(groups)
-    stale = out / PLOTS[3]
     if families:
-        plot_prefix_length(groups, families, stale)
-        paths.append(stale)
-    elif stale.exists():  # from an earlier report into the same folder
-        stale.unlink()
+        plot_prefix_length(groups, families, metric, length)
+        paths.append(length)
+    remove_stale(out, paths)
     return paths

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ptexp.report.stats import RunData
+from ptexp.report.stats import DEFAULT_PRIMARY, RunData
 from ptexp.store import local_path, short
 
 
@@ -85,6 +85,8 @@ def run_data(run) -> RunData:
         metrics=dict(run.data.metrics),
         error=tags.get("ptexp.error", ""),
         params=dict(params),
+        primary=tags.get("ptexp.primary_metric") or DEFAULT_PRIMARY,
+        select_best=params.get("trainer.select_best", "").lower() == "true",
     )
 
 

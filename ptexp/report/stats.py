@@ -1,5 +1,11 @@
 """The report's statistics: finished runs grouped by (method, model, data, prefix_length), mean ± sample std over
-their seeds, and the warnings about what a group averages. No MLflow, no matplotlib."""
+their seeds, and the warnings about what a group averages. No MLflow, no matplotlib.
+
+Each run has a primary metric (tag ``ptexp.primary_metric``; ``accuracy`` for runs logged before it existed). A
+group's headline is the last logged ``eval/<primary>``. ``eval/best_<primary>`` is the best value over the eval
+split's own history: selected on the split it reports, so optimistic, and always labelled so. When a selection split
+was carved from train, ``selection/best_<primary>`` is the selection score and ``selection/best_step`` the step it
+picks; the eval value at that step is an honest "selected" value."""
 
 from __future__ import annotations
 
@@ -9,10 +15,13 @@ from dataclasses import dataclass, field
 
 FINISHED = "FINISHED"
 ACCURACY, LOSS, F1 = "eval/accuracy", "train/loss", "eval/macro_f1"
+DEFAULT_PRIMARY = "accuracy"  # runs logged before ptexp.primary_metric existed
+SELECTION_STEP = "selection/best_step"
+POINTS = frozenset({"accuracy", "f1", "macro_f1", "mcc", "pearson", "spearman"})  # in [-1, 1]: gaps x100, in points
 TRAINABLE, TOTAL, TRAINABLE_PCT = "params/trainable", "params/total", "params/trainable_pct"
 TRAIN_S, SPEED, PEAK_MB = "time/train_s", "throughput/train_samples_per_s", "memory/peak_mb"
 ADAPTER_BYTES = "adapter/bytes"  # shown when present (runs before it was logged: n/a), never warned about
-EXPECTED = (ACCURACY, F1, LOSS, TRAINABLE, TOTAL, TRAINABLE_PCT, TRAIN_S, SPEED, PEAK_MB)
+EXPECTED = (LOSS, TRAINABLE, TOTAL, TRAINABLE_PCT, TRAIN_S, SPEED, PEAK_MB)  # and eval/<primary>
 NA, DASH = "n/a", "—"
 
 
@@ -28,12 +37,33 @@ class RunData:
     seed: str
     metrics: dict[str, float]  # MLflow's latest value per key (highest step, then latest timestamp)
     error: str = ""
+    primary: str = DEFAULT_PRIMARY
+    select_best: bool = False  # trainer.select_best: the final eval/* are those of selection/best_step's parameters
     params: dict[str, str] = field(default_factory=dict)
     histories: dict[str, dict[int, float]] = field(default_factory=dict)  # step -> value (last logged at that step)
 
     @property
     def key(self) -> tuple[str, str, str, int | None]:
         return (self.method, self.model, self.data, self.prefix_length)
+
+    def best_on_eval(self) -> float | None:
+        """``eval/best_<primary>``, else the best of the ``eval/<primary>`` history: optimistic either way."""
+        logged = self.metrics.get(f"eval/best_{self.primary}")
+        if logged is not None:
+            return logged
+        values = self.histories.get(f"eval/{self.primary}")
+        if not values:
+            return None
+        return (min if self.primary == "mse" else max)(values.values())
+
+    def selected_eval(self) -> float | None:
+        """The eval value of the step the selection split picked: the final one under select_best, else the
+        ``eval/<primary>`` history at ``selection/best_step``; None without a selection split."""
+        if f"selection/best_{self.primary}" not in self.metrics or SELECTION_STEP not in self.metrics:
+            return None
+        if self.select_best:
+            return self.metrics.get(f"eval/{self.primary}")
+        return self.histories.get(f"eval/{self.primary}", {}).get(int(self.metrics[SELECTION_STEP]))
 
 
 @dataclass
@@ -72,12 +102,27 @@ class Group:
         return self.stat(lambda r: r.metrics.get(key))
 
     @property
-    def final_accuracy(self) -> Stat:
-        return self.metric(ACCURACY)
+    def primary(self) -> str:
+        """The runs' primary metric (the most common one, should they differ: check_runs warns)."""
+        names = [r.primary for r in self.runs]
+        return max(sorted(set(names)), key=names.count)
 
     @property
-    def best_accuracy(self) -> Stat:
-        return self.stat(lambda r: max(r.histories[ACCURACY].values()) if r.histories.get(ACCURACY) else None)
+    def final(self) -> Stat:
+        """The headline: the last logged ``eval/<primary>``."""
+        return self.metric(f"eval/{self.primary}")
+
+    @property
+    def best_on_eval(self) -> Stat:
+        return self.stat(RunData.best_on_eval)
+
+    @property
+    def selected(self) -> Stat:
+        return self.stat(RunData.selected_eval)
+
+    @property
+    def selection_score(self) -> Stat:
+        return self.metric(f"selection/best_{self.primary}")
 
     @property
     def trainable_fraction(self) -> Stat:
@@ -105,6 +150,17 @@ def make_groups(finished: list[RunData]) -> list[Group]:
     return groups
 
 
+def common_primary(groups: list[Group]) -> str | None:
+    """The primary metric all groups share, or None when they differ."""
+    names = {g.primary for g in groups}
+    return names.pop() if len(names) == 1 else None
+
+
+def scale(metric: str) -> tuple[float, str]:
+    """(factor, unit) of a difference in ``metric``: points (x100) for metrics in [-1, 1], else raw."""
+    return (100.0, "points") if metric in POINTS else (1.0, "raw")
+
+
 IGNORED_PARAMS = ("seed", "output_root", "trainer.progress", "tracking.")  # may differ within a group
 
 
@@ -113,12 +169,15 @@ def check_runs(groups: list[Group]) -> list[str]:
     warnings = []
     for g in groups:
         for r in g.runs:
-            missing = [k for k in EXPECTED if k not in r.metrics]
+            missing = [k for k in (f"eval/{r.primary}", *EXPECTED) if k not in r.metrics]
             if missing:
                 warnings.append(
                     f"run {r.name} ({r.run_id}) has no {', '.join(missing)}: "
                     f"left out of those means ({NA} if no run has it)"
                 )
+        primaries = sorted({r.primary for r in g.runs})
+        if len(primaries) > 1:
+            warnings.append(f"group {g.label} mixes primary metrics {', '.join(primaries)}; headline: {g.primary}")
         seeds = [r.seed for r in g.runs]
         repeated = sorted({s for s in seeds if seeds.count(s) > 1})
         if repeated:

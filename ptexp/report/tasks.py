@@ -1,0 +1,117 @@
+"""The task view: one row per (task, model, method) with the primary metric over seeds and the gap to full
+fine-tuning on the same task and model, as text rows and ``tasks.csv``."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ptexp.report.stats import DASH, NA, Group, scale
+from ptexp.report.tables import fmt_pm, num, pair
+
+FULL = "full"
+TASK_HEADERS = ("task", "model", "method", "metric", "seeds", "final eval", "full fine-tuning", "gap to full")
+TASK_NUMERIC = {"seeds", "final eval", "full fine-tuning", "gap to full"}
+TASK_CSV_HEADERS = (
+    "task",
+    "model",
+    "method",
+    "prefix_length",
+    "metric",
+    "seeds",
+    "mean",
+    "std",
+    "full_mean",
+    "gap_to_full",
+    "gap_unit",
+)
+TASK_NOTE = (
+    "Final eval value of each task's primary metric, mean ± sample std over seeds; gap to full = mean minus the "
+    "mean of full fine-tuning on the same task and model, in points (x100) for metrics in [-1, 1] (accuracy, F1, "
+    f"MCC, correlations), raw otherwise (mse: lower is better). {NA}: no full fine-tuning group to compare with."
+)
+
+
+@dataclass
+class TaskRow:
+    group: Group
+    full: Group | None  # full fine-tuning on the same task and model, if selected
+
+    @property
+    def method(self) -> str:
+        g = self.group
+        return g.method + ("" if g.prefix_length is None else f" P={g.prefix_length}")
+
+    @property
+    def unit(self) -> str:
+        return scale(self.group.primary)[1]
+
+    @property
+    def gap(self) -> float | None:
+        """(mean - full's mean) in the metric's unit; None without a comparable full group."""
+        g, f = self.group, self.full
+        if f is None or f.primary != g.primary or g.final.mean is None or f.final.mean is None:
+            return None
+        return (g.final.mean - f.final.mean) * scale(g.primary)[0]
+
+
+def wants_task_view(groups: list[Group]) -> bool:
+    """Several tasks, or a full fine-tuning group to compare with."""
+    return len({g.data for g in groups}) > 1 or any(g.method == FULL for g in groups)
+
+
+def task_rows(groups: list[Group]) -> list[TaskRow]:
+    fulls = {(g.data, g.model): g for g in groups if g.method == FULL and g.prefix_length is None}
+    ordered = sorted(
+        groups,
+        key=lambda g: (g.data, g.model, g.method != FULL, g.method, -1 if g.prefix_length is None else g.prefix_length),
+    )
+    return [TaskRow(g, fulls.get((g.data, g.model))) for g in ordered]
+
+
+def fmt_gap(row: TaskRow) -> str:
+    if row.full is row.group:
+        return "reference"
+    gap = row.gap
+    if gap is None:
+        return NA
+    return f"{gap:+.2f} pts" if row.unit == "points" else f"{gap:+.4f}"
+
+
+def display_task_row(row: TaskRow) -> list[str]:
+    g = row.group
+    return [
+        g.data,
+        g.model,
+        row.method,
+        g.primary,
+        str(g.final.n),
+        fmt_pm(g.final),
+        DASH if row.full is None else fmt_pm(row.full.final),
+        fmt_gap(row),
+    ]
+
+
+def csv_task_row(row: TaskRow) -> list[Any]:
+    g = row.group
+    return [
+        g.data,
+        g.model,
+        g.method,
+        "" if g.prefix_length is None else g.prefix_length,
+        g.primary,
+        g.final.n,
+        *pair(g.final),
+        NA if row.full is None else num(row.full.final.mean),
+        num(row.gap),
+        row.unit,
+    ]
+
+
+def write_tasks_csv(path: Path, rows: list[TaskRow]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(TASK_CSV_HEADERS)
+        writer.writerows(csv_task_row(r) for r in rows)
