@@ -62,7 +62,7 @@ CASES = {
     "prefix_length_negative": (["method=prefix", "prefix_length=-1"], ["prefix_length", "negative", ">= 0"]),
     "prefix_length_fraction": (["method=prefix", "prefix_length=1.5"], ["prefix_length", "1.5", "an integer"]),
     "prefix_beyond_positions": (
-        ["method=prefix", "prefix_length=500"],
+        ["method=prefix", "prefix_length=500", "prefix.shift_positions=true"],  # unshifted, P takes no positions
         ["prefix_length", "512 positions", "prefix_length <= 448"],
     ),
     "pooling_choice": (["model.pooling=max"], ["model.pooling", "'max'", "cls, mean"]),
