@@ -201,6 +201,7 @@ class TrainerConfig:
     progress: bool = True
     checkpoint_every: int = 0  # also checkpoint every N steps; 0 = only at epoch ends and on SIGINT/SIGTERM
     keep_checkpoint: bool = False  # keep ckpt.pt after the run finished (it is dropped by default)
+    select_best: bool = False  # pick the best epoch on the selection split (data.selection_rows/fraction)
     # false | true (this job's folder, else the newest run folder under output_root with a checkpoint)
     # | a run folder | an MLflow run id; see ptexp/checkpoint.py
     resume: Any = False
