@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from ptexp.config import DataSource, Precision, PrefixInit, Task
 from ptexp.errors import UserError
+
+
+def folder_problem(folder: str) -> str | None:
+    """Why ``folder`` cannot be made (e.g. under /proc, or a file in the way), or None. Creates the folders it
+    lacks and removes them again, so that nothing is left behind."""
+    path, made = Path(folder).expanduser().absolute(), []
+    try:
+        for parent in [*reversed(path.parents), path]:
+            if not parent.exists():
+                parent.mkdir()
+                made.append(parent)
+    except OSError as err:
+        return f"cannot create {folder!r} ({err.strerror or type(err).__name__})"
+    finally:
+        for parent in reversed(made):
+            parent.rmdir()
+    return None
 
 
 def validate_trainer_and_tracking(cfg: DictConfig) -> None:
@@ -44,6 +62,10 @@ def validate_trainer_and_tracking(cfg: DictConfig) -> None:
         "false, true, a run folder, or an MLflow run id",
     )
     need(bool(cfg.tracking.experiment.strip()), "tracking.experiment", "empty", "a non-empty experiment name")
+    artifacts = cfg.tracking.artifact_root
+    if artifacts and ("://" not in artifacts or artifacts.startswith("file://")):
+        problem = folder_problem(artifacts.removeprefix("file://"))
+        need(problem is None, "tracking.artifact_root", f"{problem}", "a folder that can be written, or null")
     run_name = cfg.tracking.run_name
     need(run_name is None or bool(run_name.strip()), "tracking.run_name", "empty", "null (automatic) or a name")
     need(
