@@ -99,7 +99,7 @@ def load_backbone(cfg: ModelConfig, seed: int) -> PreTrainedModel:
     except Exception as err:
         if attention is not None and "attention" in str(err).lower() and "support" in str(err).lower():
             raise UserError(
-                f"model.attn_implementation: {attention} is not supported by this model ({_first_line(err)}); "
+                f"model.attn_implementation: {attention!r} is not supported by this model; "
                 "valid: null (the best the model supports), eager"
             ) from None
         raise UserError(_load_problem("model.name_or_path", source, err)) from None
