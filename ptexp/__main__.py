@@ -24,7 +24,7 @@ from omegaconf import DictConfig, open_dict
 
 from ptexp import config as _config  # registers the structured config schemas
 from ptexp.checkpoint import resume_target
-from ptexp.checks import validate_trainer_and_tracking
+from ptexp.checks import folder_problem, validate_trainer_and_tracking
 from ptexp.config import CONF_DIR
 from ptexp.errors import TrainingDiverged, UserError
 from ptexp.store import holds_only_hydra_files, probe_server, tracking_uri
@@ -86,6 +86,10 @@ def check_value_types(argv: list[str]) -> None:
             print(f"error: {key}: no such key; valid: {', '.join(node)}", file=sys.stderr)
             sys.exit(2)
         for value in values:
+            problem = folder_problem(value) if key == "output_root" and "${" not in str(value) else None
+            if problem is not None:
+                print(f"error: output_root: {problem}; valid: a folder that can be written", file=sys.stderr)
+                sys.exit(2)
             try:
                 OmegaConf.update(schema.copy(), key, value, merge=True)
             except ValidationError as err:

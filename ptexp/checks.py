@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from ptexp.config import DataSource, Precision, PrefixInit, Task
 from ptexp.errors import UserError
+
+
+def folder_problem(folder: str) -> str | None:
+    """Why ``folder`` cannot be made (e.g. under /proc, or a file in the way), or None. Creates the folders it
+    lacks and removes them again, so that nothing is left behind."""
+    path, made = Path(folder).expanduser().absolute(), []
+    try:
+        for parent in [*reversed(path.parents), path]:
+            if not parent.exists():
+                parent.mkdir()
+                made.append(parent)
+    except OSError as err:
+        return f"cannot create {folder!r} ({err.strerror or type(err).__name__})"
+    finally:
+        for parent in reversed(made):
+            parent.rmdir()
+    return None
 
 
 def validate_trainer_and_tracking(cfg: DictConfig) -> None:
@@ -44,6 +62,19 @@ def validate_trainer_and_tracking(cfg: DictConfig) -> None:
         "false, true, a run folder, or an MLflow run id",
     )
     need(bool(cfg.tracking.experiment.strip()), "tracking.experiment", "empty", "a non-empty experiment name")
+    artifacts = cfg.tracking.artifact_root
+    if artifacts and ("://" not in artifacts or artifacts.startswith("file://")):
+        problem = folder_problem(artifacts.removeprefix("file://"))
+        need(problem is None, "tracking.artifact_root", f"{problem}", "a folder that can be written, or null")
+    run_name = cfg.tracking.run_name
+    need(run_name is None or bool(run_name.strip()), "tracking.run_name", "empty", "null (automatic) or a name")
+    need(
+        not t.select_best or cfg.data.selection_rows is not None or cfg.data.selection_fraction is not None,
+        "trainer.select_best",
+        "true needs a selection split",
+        "set data.selection_rows or data.selection_fraction, or trainer.select_best=false",
+    )
+    need(0 <= cfg.seed < 2**32, "seed", f"{cfg.seed}", "an integer 0 <= seed < 2**32")
 
 
 def validate(cfg: DictConfig, methods: Mapping[str, Any]) -> None:
@@ -69,11 +100,18 @@ def validate(cfg: DictConfig, methods: Mapping[str, Any]) -> None:
             "tokens cannot initialise a projected prefix",
             "prefix.init=random or zero with prefix.projection=true",
         )
+    for options in (cfg.prefix, cfg.prompt):
+        if options is not None:
+            section = "prefix" if options is cfg.prefix else "prompt"
+            need(options.init_std > 0, f"{section}.init_std", f"{options.init_std}", "a number > 0, e.g. 0.02")
+    need(bool(cfg.model.name.strip()), "model.name", "empty", "a short label for tags and run names, e.g. tiny")
+    need(bool(cfg.data.name.strip()), "data.name", "empty", "a short label for tags and run names, e.g. sst2")
     dropout = cfg.model.classifier_dropout
     need(0 <= dropout < 1, "model.classifier_dropout", f"{dropout}", "0 <= p < 1")
     if cfg.lora is not None:
         need(cfg.lora.r >= 1, "lora.r", f"{cfg.lora.r}", "an integer >= 1")
         need(0 <= cfg.lora.dropout < 1, "lora.dropout", f"{cfg.lora.dropout}", "0 <= p < 1")
+        need(cfg.lora.alpha > 0, "lora.alpha", f"{cfg.lora.alpha}", "an integer > 0 (the update is scaled by alpha/r)")
     validate_trainer_and_tracking(cfg)
     for method in cfg.trainer.method_epochs:
         need(method in methods, f"trainer.method_epochs.{method}", "unknown method", ", ".join(methods))
@@ -81,10 +119,23 @@ def validate(cfg: DictConfig, methods: Mapping[str, Any]) -> None:
     need(o.lr > 0, "optimizer.lr", f"{o.lr}", "a positive float such as 3e-5")
     need(o.weight_decay >= 0, "optimizer.weight_decay", f"{o.weight_decay}", ">= 0")
     need(0 <= o.warmup_ratio < 1, "optimizer.warmup_ratio", f"{o.warmup_ratio}", "0 <= r < 1")
-    need(len(o.betas) == 2, "optimizer.betas", f"{list(o.betas)}", "two floats, e.g. [0.9,0.999]")
+    need(
+        len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
+        "optimizer.betas",
+        f"{list(o.betas)}",
+        "two floats 0 <= b < 1, e.g. [0.9,0.999]",
+    )
+    need(o.eps >= 0, "optimizer.eps", f"{o.eps}", ">= 0, e.g. 1e-8")
+    need(o.momentum >= 0, "optimizer.momentum", f"{o.momentum}", ">= 0, e.g. 0.9")
     need(d.max_length >= 2, "data.max_length", f"{d.max_length}", "an integer >= 2")
     if d.task == Task.classification:
         need(len(d.label_names) >= 2, "data.label_names", f"{list(d.label_names)}", "at least two names")
+        need(
+            len(set(d.label_names)) == len(d.label_names),
+            "data.label_names",
+            f"{list(d.label_names)} repeats a name",
+            "distinct names",
+        )
     if d.source == DataSource.files:
         for key in ("train_file", "eval_file"):
             need(

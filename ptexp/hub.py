@@ -12,11 +12,17 @@ logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 def check_hub_available(repo_id: str, repo_type: str, key: str) -> None:
     """Return if ``repo_id`` is in the local HF cache or answers on the hub; else raise one clear UserError."""
     from huggingface_hub import constants, repo_info, try_to_load_from_cache
-    from huggingface_hub.errors import RepositoryNotFoundError
+    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
 
     probe_file = "config.json" if repo_type == "model" else "README.md"
-    if isinstance(try_to_load_from_cache(repo_id, probe_file, repo_type=repo_type), str):
-        return
+    try:
+        if isinstance(try_to_load_from_cache(repo_id, probe_file, repo_type=repo_type), str):
+            return
+    except HFValidationError:
+        raise UserError(
+            f"{key}: {repo_id!r} is neither an existing folder nor a hub id; valid: a local folder, "
+            "or a hub id such as 'namespace/name'"
+        ) from None
     if constants.HF_HUB_OFFLINE:
         return  # offline mode: the loader itself reads its cache and fails at once if the files are not there
     try:

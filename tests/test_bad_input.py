@@ -70,6 +70,35 @@ CASES = {
     "batch_size_zero": (["trainer.batch_size=0"], ["trainer.batch_size", ">= 1"]),
     "device_unknown": (["trainer.device=tpu"], ["trainer.device", "auto, cpu"]),
     "checkpoint_every_negative": (["trainer.checkpoint_every=-1"], ["trainer.checkpoint_every", "step count"]),
+    # issue 14: values that escaped as tracebacks (PEFT) or a ValueError, and the data keys of the tasks work
+    "classifier_dropout_above_one": (["model.classifier_dropout=1.5"], ["model.classifier_dropout", "0 <= p < 1"]),
+    "lora_targets_match_nothing": (
+        ["method=lora", "lora.target_modules=[nope]"],
+        ["lora.target_modules", "['nope'] matches no module of BertModel", "query, key, value, dense"],
+    ),
+    "ia3_targets_match_nothing": (
+        ["method=ia3", "ia3.target_modules=[nope]"],
+        ["ia3.target_modules", "matches no module of BertModel", "query, key, value, dense"],
+    ),
+    "ia3_feedforward_not_in_targets": (
+        ["method=ia3", "ia3.feedforward_modules=[query]"],
+        ["ia3.feedforward_modules", "['query'] not in ia3.target_modules", "subset"],
+    ),
+    "data_metric_unknown": (["data.metrics=[nope]"], ["data.metrics", "'nope'", "accuracy, f1, macro_f1, mcc"]),
+    "selection_rows_and_fraction": (
+        ["data.selection_rows=5", "data.selection_fraction=0.1"],
+        ["data.selection_rows", "only one of them"],
+    ),
+    "select_best_without_selection": (
+        ["trainer.select_best=true"],
+        ["trainer.select_best", "needs a selection split", "data.selection_rows"],
+    ),
+    "tracking_uri_unknown_scheme": (["tracking.uri=nope://x"], ["tracking.uri", "nope://x", "tracking.enabled=false"]),
+    "output_root_cannot_be_made": (["output_root=/proc/ptexp"], ["output_root", "cannot create", "/proc/ptexp"]),
+    "artifact_root_cannot_be_made": (
+        ["tracking.artifact_root=/proc/ptexp/a"],
+        ["tracking.artifact_root", "cannot create"],
+    ),
     # data files
     "data_dir_missing": (["data=sst2", "data.data_dir=/nonexistent/sst2"], ["data.train_file", "file not found"]),
     "data_file_missing": ([*FILES, "data.train_file={D}/none.csv"], ["data.train_file", "file not found", "none.csv"]),
@@ -129,7 +158,8 @@ def outcomes(request, tmp_path_factory):
         args = [a.replace("{D}", str(folder / "files")).replace("{PORT}", str(port)) for a in args]
         root = folder / case
         started = time.perf_counter()
-        proc = run_cli(*args, "model=tiny", "trainer.progress=false", f"output_root={root}", timeout=120)
+        own_root = [] if any(a.startswith("output_root=") for a in args) else [f"output_root={root}"]
+        proc = run_cli(*args, "model=tiny", "trainer.progress=false", *own_root, timeout=120)
         return proc, time.perf_counter() - started, root
 
     pool = ThreadPoolExecutor(max_workers=3)
@@ -160,8 +190,12 @@ def assert_nothing_half_written(root: Path) -> None:
     assert leftovers == [], leftovers
 
 
-# More of the same kinds, run by `make test-slow`; the default suite keeps 24 cases (each a real subprocess).
+# More of the same kinds, run by `make test-slow`; the default suite keeps 30 cases (each a real subprocess).
 SLOW = {
+    "ia3_feedforward_not_in_targets",
+    "tracking_uri_unknown_scheme",
+    "output_root_cannot_be_made",
+    "artifact_root_cannot_be_made",
     "lr_negative",
     "device_unknown",
     "data_file_missing",

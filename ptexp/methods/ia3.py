@@ -6,17 +6,23 @@ from omegaconf import DictConfig
 from peft import IA3Config
 from torch import nn
 
+from ptexp.errors import UserError
 from ptexp.methods.base import MethodSpec
-from ptexp.methods.peft_backbone import wrap_backbone
+from ptexp.methods.peft_backbone import check_targets, wrap_backbone
 from ptexp.models import SequenceClassifier
 
 
 def build(cfg: DictConfig, classifier: SequenceClassifier) -> nn.Module:
-    options = cfg.ia3
-    peft_config = IA3Config(
-        target_modules=list(options.target_modules), feedforward_modules=list(options.feedforward_modules)
-    )
-    return wrap_backbone(classifier, peft_config)
+    targets, feedforward = list(cfg.ia3.target_modules), list(cfg.ia3.feedforward_modules)
+    check_targets(classifier, targets, "ia3")
+    outside = [name for name in feedforward if name not in targets]
+    if outside:
+        raise UserError(
+            f"ia3.feedforward_modules: {outside} not in ia3.target_modules {targets}; valid: a subset of "
+            "ia3.target_modules (the feed-forward ones among them, e.g. output.dense)"
+        )
+    peft_config = IA3Config(target_modules=targets, feedforward_modules=feedforward)
+    return wrap_backbone(classifier, peft_config, "ia3")
 
 
 METHOD = MethodSpec(name="ia3", summary="scaling vectors on key, value and FFN output (PEFT) + head", build=build)

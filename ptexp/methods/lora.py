@@ -19,7 +19,7 @@ def build(cfg: DictConfig, classifier: SequenceClassifier) -> nn.Module:
         lora_dropout=options.dropout,
         target_modules=list(options.target_modules),
     )
-    return wrap_backbone(classifier, peft_config)
+    return wrap_backbone(classifier, peft_config, "lora")
 
 
 METHOD = MethodSpec(name="lora", summary="rank-r A, B on query and value (PEFT) + head", build=build)
