@@ -4,12 +4,20 @@ runs logged by hand into a real MLflow store."""
 
 from __future__ import annotations
 
+import csv
+import statistics
+from pathlib import Path
+
 import pytest
 from hydra import compose, initialize_config_dir
 
 from ptexp.data import use_root
 from ptexp.experiment import prepare_config
+from ptexp.report.gap_plot import GAP_PLOT, SIZE_PLOT, gap_by_size
+from ptexp.report.stats import FINISHED, make_groups
+from ptexp.report.tasks import task_rows
 from tests.conftest import CONF_DIR, make_config
+from tests.test_report import check_png, printed_table, run_report
 
 
 def test_scale_study_preset_sweeps_two_models_two_tasks_three_methods_three_seeds():
@@ -38,3 +46,98 @@ def test_each_scale_study_job_keeps_the_selection_split_and_reads_its_folder_und
     assert cfg.trainer.select_best is True
     use_root(cfg.data)
     assert cfg.data.data_dir == f"/glue/{folder}"
+
+
+# Hand-logged runs of one task on two models: (model, method) -> the final eval accuracy of seeds 1 and 2.
+SIZES = {"minilm": 22.7e6, "mpnet_base": 109.5e6}
+FINALS = {
+    ("minilm", "full"): (0.86, 0.88),
+    ("minilm", "prefix"): (0.80, 0.83),
+    ("minilm", "lora"): (0.84, 0.85),
+    ("mpnet_base", "full"): (0.91, 0.93),
+    ("mpnet_base", "prefix"): (0.90, 0.90),
+    ("mpnet_base", "lora"): (0.92, 0.925),
+}
+ADDED = {"full": 0, "prefix": 73_728, "lora": 147_456}  # adapters count in params/total: the size is full's
+
+
+def log_scale_runs(root: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.create_experiment("ptexp", artifact_location=(root / "mlartifacts").as_uri())
+    for (model, method), finals in FINALS.items():
+        tags = {"ptexp.method": method, "ptexp.model": model, "ptexp.data": "sst2", "ptexp.primary_metric": "accuracy"}
+        for seed, final in enumerate(finals, start=1):
+            run_id = client.create_run(experiment, run_name=f"{model}-{method}-s{seed}", tags=tags).info.run_id
+            for key, value in {"seed": seed, "prefix_length": 20 if method == "prefix" else None}.items():
+                client.log_param(run_id, key, str(value))
+            for step, value in ((1, final - 0.05), (2, final)):
+                client.log_metric(run_id, "eval/accuracy", value, step=step)
+                client.log_metric(run_id, "train/loss", 0.7 / step, step=step)
+            total = SIZES[model] + ADDED[method]
+            trainable = total if method == "full" else ADDED[method]
+            summary = {
+                "params/total": total,
+                "params/trainable": trainable,
+                "params/trainable_pct": 100 * trainable / total,
+            }
+            summary |= {"time/train_s": 1.0, "throughput/train_samples_per_s": 5.0, "memory/peak_mb": 10.0}
+            for key, value in summary.items():
+                client.log_metric(run_id, key, value, step=2)
+            client.set_terminated(run_id, "FINISHED")
+
+
+def series_from_store(root: Path, *selection: str) -> dict:
+    """gap_by_size over the runs the report would select with these arguments."""
+    from ptexp.report.__main__ import parse_args
+    from ptexp.report.runs import connect, select
+
+    args = parse_args(["--output-root", str(root), *selection])
+    client, experiment_id = connect(f"sqlite:///{root / 'mlflow.db'}", "ptexp")
+    runs = select(client, experiment_id, args).runs
+    return gap_by_size(task_rows(make_groups([r for r in runs if r.status == FINISHED])))
+
+
+def test_report_plots_the_gap_to_full_against_model_size(tmp_path):
+    log_scale_runs(tmp_path)
+    out = tmp_path / "out"
+    proc = run_report("--output-root", str(tmp_path), "--all", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and SIZE_PLOT not in proc.stderr  # nothing left out, no warning
+    check_png(out / SIZE_PLOT)
+    check_png(out / GAP_PLOT)
+
+    mean = {key: statistics.fmean(values) for key, values in FINALS.items()}
+    expected = {
+        ("sst2", label): [(SIZES[model], 100 * (mean[(model, method)] - mean[(model, "full")])) for model in SIZES]
+        for method, label in (("prefix", "prefix P=20"), ("lora", "lora"))
+    }
+    series = series_from_store(tmp_path, "--all")
+    assert set(series) == set(expected)
+    for key, points in expected.items():
+        assert [size for size, _ in series[key]] == pytest.approx([size for size, _ in points])
+        assert [gap for _, gap in series[key]] == pytest.approx([gap for _, gap in points])
+    # the gap shrinks with size in these numbers, as the literature says it should
+    assert all(abs(pts[1][1]) < abs(pts[0][1]) for pts in series.values())
+
+    tasks = {(r["model"], r["method"]): r for r in printed_table(proc.stdout, "task")}
+    assert {r["model params"] for (m, _), r in tasks.items() if m == "minilm"} == {"22.7M"}
+    assert {r["model params"] for (m, _), r in tasks.items() if m == "mpnet_base"} == {"109.5M"}
+    with (out / "tasks.csv").open() as f:
+        rows = {(r["model"], r["method"]): r for r in csv.DictReader(f)}
+    for (model, method), row in rows.items():
+        assert int(row["model_params"]) == SIZES[model]
+        if method != "full":
+            assert float(row["gap_to_full"]) == pytest.approx(100 * (mean[(model, method)] - mean[(model, "full")]))
+    page = (out / "report.html").read_text()
+    assert f"{SIZE_PLOT}: Gap to full fine-tuning against model size" in page
+    assert f"({SIZE_PLOT})" in (out / "report.md").read_text()
+
+    # One model: no size plot, and the earlier one in the same folder is gone; the by-task plot stays.
+    proc = run_report("--output-root", str(tmp_path), "--filter", "tags.ptexp.model = 'minilm'", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (out / SIZE_PLOT).exists() and SIZE_PLOT not in (out / "report.html").read_text()
+    check_png(out / GAP_PLOT)
+    one_model = series_from_store(tmp_path, "--filter", "tags.ptexp.model = 'minilm'")
+    assert {len(points) for points in one_model.values()} == {1}  # a point per line: nothing to draw across sizes
