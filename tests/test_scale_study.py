@@ -5,6 +5,7 @@ runs logged by hand into a real MLflow store."""
 from __future__ import annotations
 
 import csv
+import random
 import statistics
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from ptexp.experiment import prepare_config
 from ptexp.report.gap_plot import GAP_PLOT, SIZE_PLOT, gap_by_size
 from ptexp.report.stats import FINISHED, make_groups
 from ptexp.report.tasks import task_rows
-from tests.conftest import CONF_DIR, make_config
+from tests.conftest import CONF_DIR, make_config, run_cli, runs_in
 from tests.test_report import check_png, printed_table, run_report
 
 
@@ -141,3 +142,53 @@ def test_report_plots_the_gap_to_full_against_model_size(tmp_path):
     check_png(out / GAP_PLOT)
     one_model = series_from_store(tmp_path, "--filter", "tags.ptexp.model = 'minilm'")
     assert {len(points) for points in one_model.values()} == {1}  # a point per line: nothing to draw across sizes
+
+
+def write_sst2_rte(root: Path, rows: int = 40) -> None:
+    """A GLUE download in miniature: SST-2 (sentence, 0/1) and RTE (pairs, label names)."""
+    rng = random.Random(0)
+    words = ["good", "bad", "fine", "dull", "bright", "slow", "film", "plot", "actor", "story", "scene", "music"]
+
+    def text() -> str:
+        return " ".join(rng.choice(words) for _ in range(rng.randint(3, 8)))
+
+    for folder, header in (("SST-2", ["sentence", "label"]), ("RTE", ["index", "sentence1", "sentence2", "label"])):
+        (root / folder).mkdir(parents=True)
+        for split, n in (("train.tsv", rows), ("dev.tsv", rows // 2)):
+            lines = ["\t".join(header)]
+            for i in range(n):
+                if folder == "SST-2":
+                    lines.append(f"{text()}\t{rng.randint(0, 1)}")
+                else:
+                    label = rng.choice(["entailment", "not_entailment"])
+                    lines.append("\t".join([str(i), text(), text(), label]))
+            (root / folder / split).write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.slow
+def test_scale_study_sweep_with_minilm_and_mpnet_gets_the_size_plot(tmp_path):
+    """The preset as a real sweep (one seed, one epoch of 3 steps) with the real MiniLM and MPNet-base on a miniature GLUE."""
+    write_sst2_rte(tmp_path / "glue")
+    out = tmp_path / "outputs"
+    proc = run_cli(
+        "-m", "experiment=scale_study", "seed=1", f"data.root={tmp_path / 'glue'}", "trainer.epochs=1",
+        "trainer.batch_size=16", "data.max_length=32", "trainer.progress=false", f"output_root={out}", timeout=1500,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    children = [r for r in runs_in(out / "mlflow.db") if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 12 and all(r.info.status == "FINISHED" for r in children)
+    assert {(r.data.tags["ptexp.model"], r.data.tags["ptexp.data"]) for r in children} == {
+        (m, d) for m in SIZES for d in ("sst2", "glue_rte")
+    }
+    assert all(r.data.params["data.selection_fraction"] == "0.1" for r in children)
+
+    proc = run_report("--output-root", str(out), "--latest-sweep", "--no-attach", "--out", str(tmp_path / "report"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check_png(tmp_path / "report" / SIZE_PLOT)
+    series = series_from_store(out, "--latest-sweep")
+    assert set(series) == {(d, m) for d in ("sst2", "glue_rte") for m in ("prefix P=20", "lora")}
+    for points in series.values():
+        (small, _), (large, _) = points
+        assert small == pytest.approx(SIZES["minilm"], rel=0.01) and large == pytest.approx(
+            SIZES["mpnet_base"], rel=0.01
+        )
