@@ -167,7 +167,7 @@ def write_sst2_rte(root: Path, rows: int = 40) -> None:
 
 @pytest.mark.slow
 def test_scale_study_sweep_with_minilm_and_mpnet_gets_the_size_plot(tmp_path):
-    """The preset as a real sweep (one seed, one epoch of 3 steps) with the real MiniLM and MPNet-base on a miniature GLUE."""
+    """The preset as a real sweep (one seed, one epoch of 3 steps), real MiniLM and MPNet-base, a miniature GLUE."""
     write_sst2_rte(tmp_path / "glue")
     out = tmp_path / "outputs"
     proc = run_cli(
