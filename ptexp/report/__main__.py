@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from ptexp.report.gap_plot import plot_gap
+from ptexp.report.gap_plot import plot_gap, plot_gap_by_size
 from ptexp.report.pages import Content, write_html, write_md
 from ptexp.report.plots import make_plots
 from ptexp.report.runs import ReportError, connect, history, select
@@ -72,6 +72,7 @@ def report(args: argparse.Namespace) -> int:
     out = args.out or Path(args.output_root) / "reports" / selection.slug
     out.mkdir(parents=True, exist_ok=True)
     plots = make_plots(groups, out, warnings) + plot_gap(tasks, out, warnings)
+    plots += plot_gap_by_size(tasks, out, warnings)
     meta = [("selection", selection.description), ("experiment", args.experiment), ("tracking URI", uri)]
     if selection.parent is not None and selection.parent.data.tags.get("ptexp.overrides") is not None:
         meta.append(("sweep command", f"python -m ptexp -m {selection.parent.data.tags['ptexp.overrides']}"))

@@ -1,11 +1,12 @@
-"""The task view's plot: the gap to full fine-tuning by task, one bar per method (matplotlib)."""
+"""The task view's plots: the gap to full fine-tuning by task (a bar per method) and by model size (a line per
+(task, method)), matplotlib."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ptexp.report.plots import new_figure, save
-from ptexp.report.tasks import TaskRow
+from ptexp.report.tasks import TaskRow, fmt_count
 
 GAP_PLOT = "gap_to_full_by_task.png"
 
@@ -47,3 +48,75 @@ def plot_gap(rows: list[TaskRow], out: Path, warnings: list[str]) -> list[Path]:
 def task_label(row: TaskRow, with_model: bool) -> str:
     g = row.group
     return f"{g.data} ({g.primary})" if not with_model else f"{g.data} ({g.primary}, {g.model})"
+
+
+SIZE_PLOT = "gap_to_full_by_model_size.png"
+
+
+def gap_by_size(rows: list[TaskRow]) -> dict[tuple[str, str], list[tuple[float, float]]]:
+    """(task, method) -> [(model size, gap to full in points), ...] by size: each method's gap on each model that
+    has a full fine-tuning group with ``params/total`` on that task; metrics outside [-1, 1] are left out."""
+    series: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for r in rows:
+        if r.full is None or r.full is r.group or r.gap is None or r.unit != "points" or r.model_size is None:
+            continue
+        series.setdefault((r.group.data, r.method), []).append((r.model_size, r.gap))
+    return {key: sorted(points) for key, points in series.items()}
+
+
+def size_warnings(rows: list[TaskRow]) -> list[str]:
+    """What the size plot leaves out: a (task, model) without full fine-tuning or its size, a task not in points."""
+    warnings = []
+    for task, model in dict.fromkeys((r.group.data, r.group.model) for r in rows):
+        mine = [r for r in rows if (r.group.data, r.group.model) == (task, model)]
+        if mine[0].full is None:
+            warnings.append(f"{SIZE_PLOT}: no full fine-tuning group for {task} on {model}; left out")
+        elif mine[0].model_size is None:
+            warnings.append(f"{SIZE_PLOT}: full fine-tuning of {task} on {model} has no params/total; left out")
+        elif mine[0].unit != "points":
+            warnings.append(f"{SIZE_PLOT}: {task} on {model} ({mine[0].group.primary}) is not in points; left out")
+    return warnings
+
+
+def plot_gap_by_size(rows: list[TaskRow], out: Path, warnings: list[str]) -> list[Path]:
+    """Gap to full against model size (log x, a tick per model), a line per (task, method), a 0 line; drawn when
+    the gaps cover at least two models, else [] (and an earlier report's file is removed)."""
+    path = out / SIZE_PLOT
+    series = gap_by_size(rows)
+    sizes: dict[str, list[float]] = {}  # model -> its sizes (one per task: the heads differ)
+    for r in rows:
+        if (r.group.data, r.method) in series and r.model_size is not None:
+            sizes.setdefault(r.group.model, []).append(r.model_size)
+    if len(sizes) < 2:
+        if path.exists():
+            path.unlink()
+        return []
+    warnings.extend(size_warnings(rows))
+    tasks = list(dict.fromkeys(task for task, _ in series))
+    methods = list(dict.fromkeys(method for _, method in series))
+    plt, fig, ax = new_figure()
+    for (task, method), points in series.items():
+        t = tasks.index(task)
+        ax.plot(
+            [size for size, _ in points],
+            [gap for _, gap in points],
+            color=f"C{methods.index(method) % 10}",
+            marker="osD^vP*X"[t % 8],
+            linestyle=["-", "--", "-.", ":"][t % 4],
+            markersize=7,
+            linewidth=1.8,
+            label=f"{method} on {task}",
+        )
+    ax.axhline(0.0, color="0.2", linewidth=1.0)
+    ax.margins(x=0.15, y=0.1)
+    ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ticks = sorted((sum(v) / len(v), model) for model, v in sizes.items())
+    ax.set_xticks([size for size, _ in ticks], [f"{model}\n{fmt_count(size)}" for size, model in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("model size (total parameters, log scale)")
+    ax.set_ylabel("gap to full fine-tuning (points, mean over seeds)")
+    ax.set_title("Gap to full fine-tuning by model size")
+    save(plt, fig, ax, path)
+    return [path]

@@ -1,5 +1,5 @@
-"""The task view: one row per (task, model, method) with the primary metric over seeds and the gap to full
-fine-tuning on the same task and model, as text rows and ``tasks.csv``."""
+"""The task view: one row per (task, model, method) with the model's size, the primary metric over seeds and the
+gap to full fine-tuning on the same task and model, as text rows and ``tasks.csv``."""
 
 from __future__ import annotations
 
@@ -8,15 +8,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ptexp.report.stats import DASH, NA, Group, scale
+from ptexp.report.stats import DASH, NA, TOTAL, Group, scale
 from ptexp.report.tables import fmt_pm, num, pair
 
 FULL = "full"
-TASK_HEADERS = ("task", "model", "method", "metric", "seeds", "final eval", "full fine-tuning", "gap to full")
-TASK_NUMERIC = {"seeds", "final eval", "full fine-tuning", "gap to full"}
+TASK_HEADERS = (
+    "task",
+    "model",
+    "model params",
+    "method",
+    "metric",
+    "seeds",
+    "final eval",
+    "full fine-tuning",
+    "gap to full",
+)
+TASK_NUMERIC = {"model params", "seeds", "final eval", "full fine-tuning", "gap to full"}
 TASK_CSV_HEADERS = (
     "task",
     "model",
+    "model_params",
     "method",
     "prefix_length",
     "metric",
@@ -30,7 +41,8 @@ TASK_CSV_HEADERS = (
 TASK_NOTE = (
     "Final eval value of each task's primary metric, mean ± sample std over seeds; gap to full = mean minus the "
     "mean of full fine-tuning on the same task and model, in points (x100) for metrics in [-1, 1] (accuracy, F1, "
-    f"MCC, correlations), raw otherwise (mse: lower is better). {NA}: no full fine-tuning group to compare with."
+    f"MCC, correlations), raw otherwise (mse: lower is better). {NA}: no full fine-tuning group to compare with. "
+    "Model params = the total parameters (params/total) of full fine-tuning's model on that task, head included."
 )
 
 
@@ -47,6 +59,12 @@ class TaskRow:
     @property
     def unit(self) -> str:
         return scale(self.group.primary)[1]
+
+    @property
+    def model_size(self) -> float | None:
+        """The model's total parameters: ``params/total`` of full fine-tuning on this task and model (mean over
+        its runs); None without a full group or that metric."""
+        return None if self.full is None else self.full.metric(TOTAL).mean
 
     @property
     def gap(self) -> float | None:
@@ -71,6 +89,16 @@ def task_rows(groups: list[Group]) -> list[TaskRow]:
     return [TaskRow(g, fulls.get((g.data, g.model))) for g in ordered]
 
 
+def fmt_count(value: float | None) -> str:
+    """22700000 -> 22.7M; 1.3e9 -> 1.30B; 45000 -> 45.0k."""
+    if value is None:
+        return NA
+    for bound, unit, spec in ((1e9, "B", ".2f"), (1e6, "M", ".1f"), (1e3, "k", ".1f")):
+        if value >= bound:
+            return f"{value / bound:{spec}}{unit}"
+    return f"{value:.0f}"
+
+
 def fmt_gap(row: TaskRow) -> str:
     if row.full is row.group:
         return "reference"
@@ -85,6 +113,7 @@ def display_task_row(row: TaskRow) -> list[str]:
     return [
         g.data,
         g.model,
+        fmt_count(row.model_size),
         row.method,
         g.primary,
         str(g.final.n),
@@ -99,6 +128,7 @@ def csv_task_row(row: TaskRow) -> list[Any]:
     return [
         g.data,
         g.model,
+        NA if row.model_size is None else round(row.model_size),
         g.method,
         "" if g.prefix_length is None else g.prefix_length,
         g.primary,
