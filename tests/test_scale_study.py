@@ -32,7 +32,7 @@ def test_scale_study_preset_sweeps_two_models_two_tasks_three_methods_three_seed
         "seed": "1,2,3",
     }
     assert cfg.data.name == "sst2" and cfg.model.name == "minilm"
-    assert cfg.data.selection_fraction == pytest.approx(0.1) and cfg.trainer.select_best is True
+    assert cfg.data.selection_rows == 250 and cfg.data.selection_fraction is None and cfg.trainer.select_best is True
     assert cfg.data.max_train_samples == 2000 and cfg.trainer.epochs == 3
 
 
@@ -43,7 +43,7 @@ def test_each_scale_study_job_keeps_the_selection_split_and_reads_its_folder_und
     cfg = make_config("experiment=scale_study", f"model={model}", f"data={data}", "method=prefix", "data.root=/glue")
     prepare_config(cfg)
     assert (cfg.model.name, cfg.data.name) == (model, data)
-    assert cfg.data.selection_fraction == pytest.approx(0.1) and cfg.data.max_train_samples == 2000
+    assert cfg.data.selection_rows == 250 and cfg.data.max_train_samples == 2000
     assert cfg.trainer.select_best is True
     use_root(cfg.data)
     assert cfg.data.data_dir == f"/glue/{folder}"
@@ -172,7 +172,8 @@ def test_scale_study_sweep_with_minilm_and_mpnet_gets_the_size_plot(tmp_path):
     out = tmp_path / "outputs"
     proc = run_cli(
         "-m", "experiment=scale_study", "seed=1", f"data.root={tmp_path / 'glue'}", "trainer.epochs=1",
-        "trainer.batch_size=16", "data.max_length=32", "trainer.progress=false", f"output_root={out}", timeout=1500,
+        "trainer.batch_size=16", "data.max_length=32", "trainer.progress=false", f"output_root={out}",
+        "data.selection_rows=8", timeout=1500,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     children = [r for r in runs_in(out / "mlflow.db") if "mlflow.parentRunId" in r.data.tags]
@@ -180,7 +181,7 @@ def test_scale_study_sweep_with_minilm_and_mpnet_gets_the_size_plot(tmp_path):
     assert {(r.data.tags["ptexp.model"], r.data.tags["ptexp.data"]) for r in children} == {
         (m, d) for m in SIZES for d in ("sst2", "glue_rte")
     }
-    assert all(r.data.params["data.selection_fraction"] == "0.1" for r in children)
+    assert all(r.data.params["data.selection_rows"] == "8" for r in children)
 
     proc = run_report("--output-root", str(out), "--latest-sweep", "--no-attach", "--out", str(tmp_path / "report"))
     assert proc.returncode == 0, proc.stderr[-3000:]
