@@ -81,7 +81,8 @@ def main(out: Path) -> None:
         plain = model(**batch).last_hidden_state
     for length in LENGTHS:
         # A fresh copy each time: get_peft_model wraps the model it is given.
-        reference = peft_hidden(BertModel.from_pretrained(out / "model", attn_implementation="eager").eval(), length, batch)
+        fresh = BertModel.from_pretrained(out / "model", attn_implementation="eager").eval()
+        reference = peft_hidden(fresh, length, batch)
         tensors = {**batch, **reference, "plain_last_hidden_state": plain}
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / f"reference_P{length}.safetensors"))
     versions = {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
