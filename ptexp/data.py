@@ -107,7 +107,9 @@ def use_root(cfg: DataConfig) -> None:
     if not cfg.root or cfg.data_dir:
         return
     if not cfg.folder:
-        raise UserError(f"data.root: data={cfg.name} names no task folder; valid: data.data_dir=DIR for this data")
+        raise UserError(
+            f"data.root: data={cfg.name} names no task folder (data.folder); valid: data.folder=NAME, or data.data_dir"
+        )
     cfg.data_dir = str(Path(cfg.root).expanduser() / cfg.folder)
 
 

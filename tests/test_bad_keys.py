@@ -70,6 +70,8 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "data.task": (["data.task=nope"], ["data.task", "classification, regression"]),
     "data.hub_path": (["data=sst2", "data.hub_path="], ["data.hub_path"]),
     "data.data_dir": (["data=sst2", "data.data_dir=/nonexistent/sst2"], ["data.train_file", "file not found"]),
+    "data.root": (["data=glue_rte", "data.root=/nonexistent/glue"], ["data.train_file", "/nonexistent/glue/RTE"]),
+    "data.folder": (["data.root=/tmp", "data.folder=null"], ["data.root", "no task folder (data.folder)"]),
     "data.train_file": ([*FILES, "data.train_file={D}/none.csv"], ["data.train_file", "file not found"]),
     "data.eval_file": ([*FILES, "data.eval_file={D}/none.csv"], ["data.eval_file", "file not found"]),
     "data.text_column": (["data.text_column=nope"], ["data.text_column", "'nope'", "columns found"]),
@@ -131,7 +133,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
 # Their messages (ptexp/data.py, ptexp/tables.py) name the file and what is in it (the columns found, the files
 # in data_dir) instead of a "valid:" part.
 NO_VALID = {
-    "data.data_dir", "data.train_file", "data.eval_file", "data.text_column", "data.text_pair_column",
+    "data.data_dir", "data.root", "data.train_file", "data.eval_file", "data.text_column", "data.text_pair_column",
     "data.label_column", "data.columns", "data.file_columns",
 }  # fmt: skip
 
