@@ -15,23 +15,35 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import stats
-from sklearn import metrics as skm
 
 from ptexp.config import DataConfig, Task
 from ptexp.errors import UserError
 
 
-def _correlation(fn: Callable) -> Callable[[np.ndarray, np.ndarray], float]:
-    """A scipy correlation that is 0.0 where it is undefined: constant predictions (or labels) have no
+def _sklearn(name: str, **options) -> Callable[[np.ndarray, np.ndarray], float]:
+    """``sklearn.metrics.NAME(labels, predictions, **options)``; scikit-learn (and scipy below) are imported on
+    first use, which keeps them out of the start-up and memory of every run that never evaluates."""
+
+    def score(predictions: np.ndarray, labels: np.ndarray) -> float:
+        from sklearn import metrics
+
+        return float(getattr(metrics, name)(labels, predictions, **options))
+
+    return score
+
+
+def _correlation(name: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    """``scipy.stats.NAME``, 0.0 where it is undefined: constant predictions (or labels) have no
     linear/rank relation to anything, and a NaN would break best-epoch comparisons."""
 
     def score(predictions: np.ndarray, labels: np.ndarray) -> float:
         if len(labels) < 2 or np.ptp(predictions) == 0 or np.ptp(labels) == 0:
             return 0.0
+        from scipy import stats
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            value = float(fn(predictions, labels)[0])
+            value = float(getattr(stats, name)(predictions, labels)[0])
         return 0.0 if np.isnan(value) else value
 
     return score
@@ -45,16 +57,14 @@ class Metric:
 
 
 METRICS: dict[str, Metric] = {
-    "accuracy": Metric(lambda p, y: float(skm.accuracy_score(y, p)), Task.classification),
+    "accuracy": Metric(_sklearn("accuracy_score"), Task.classification),
     # F1 of the positive class (label index 1), as GLUE reports it for MRPC and QQP
-    "f1": Metric(
-        lambda p, y: float(skm.f1_score(y, p, pos_label=1, average="binary", zero_division=0.0)), Task.classification
-    ),
-    "macro_f1": Metric(lambda p, y: float(skm.f1_score(y, p, average="macro", zero_division=0.0)), Task.classification),
-    "mcc": Metric(lambda p, y: float(skm.matthews_corrcoef(y, p)), Task.classification),
-    "pearson": Metric(_correlation(stats.pearsonr), Task.regression),
-    "spearman": Metric(_correlation(stats.spearmanr), Task.regression),
-    "mse": Metric(lambda p, y: float(skm.mean_squared_error(y, p)), Task.regression, higher_is_better=False),
+    "f1": Metric(_sklearn("f1_score", pos_label=1, average="binary", zero_division=0.0), Task.classification),
+    "macro_f1": Metric(_sklearn("f1_score", average="macro", zero_division=0.0), Task.classification),
+    "mcc": Metric(_sklearn("matthews_corrcoef"), Task.classification),
+    "pearson": Metric(_correlation("pearsonr"), Task.regression),
+    "spearman": Metric(_correlation("spearmanr"), Task.regression),
+    "mse": Metric(_sklearn("mean_squared_error"), Task.regression, higher_is_better=False),
 }
 ALWAYS = {Task.classification: ["accuracy", "macro_f1"], Task.regression: ["pearson", "spearman", "mse"]}
 
