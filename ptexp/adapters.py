@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ptexp.errors import UserError
+from ptexp.metrics import metric_names
 
 WEIGHTS, META = "adapter.safetensors", "adapter.json"
 PROJECTED_PREFIX = "prefix_encoder."
@@ -63,7 +64,7 @@ def save_adapter(
         "overrides": overrides,
         "label_names": list(label_names),
         "task": str(getattr(cfg.data.task, "value", cfg.data.task)),
-        "primary_metric": cfg.data.primary_metric or None,  # None: the task type's default (ptexp.metrics)
+        "primary_metric": metric_names(cfg.data)[1],
         "trained_parameters": sum(t.numel() for t in tensors.values()),
         "eval": {k: v for k, v in metrics.items() if k.startswith(("eval/", "eval_", "selection/"))},
         "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),

@@ -70,3 +70,21 @@ def test_evaluate_cli_on_other_data_and_refusing_another_base_model(tmp_path):
     assert "the adapter was trained on tiny" in bad.stderr and "other weights" in bad.stderr
     missing = evaluate_cli(str(tmp_path))
     assert missing.returncode == 2 and "holds no adapter.json" in missing.stderr
+
+
+@pytest.mark.parametrize("task,method,primary", [("glue_rte", "prefix", "accuracy"), ("glue_stsb", "lora", "pearson")])
+def test_evaluate_reproduces_a_pair_task_and_a_regression_task_from_the_adapter(tmp_path, task, method, primary):
+    from tests.test_task_runs import write_glue_root
+
+    write_glue_root(tmp_path / "glue")
+    adapter, run = train_tiny(tmp_path, f"data={task}", f"data.root={tmp_path / 'glue'}", f"method={method}")
+    meta = json.loads((adapter / "adapter.json").read_text())
+    assert meta["primary_metric"] == primary
+    assert meta["task"] == ("regression" if task == "glue_stsb" else "classification")
+    again = evaluate_adapter(adapter, [])
+    assert again["primary"] == primary
+    assert again[f"eval/{primary}"] == run.data.metrics[f"eval/{primary}"] == meta["eval"][f"eval/{primary}"]
+    assert again["eval/loss"] == meta["eval"]["eval/loss"]  # bit-for-bit the same logits, token types included
+    proc = run_cli(str(adapter), module="ptexp.evaluate")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith(f"eval {primary} {again[f'eval/{primary}']:.4f} (primary)")
