@@ -68,7 +68,8 @@ def targets(table: dict[str, dict], metric: str) -> list[tuple[bool, str]]:
             continue
         behind, ratio = 100 * (full["mean"] - row["mean"]), row["train_s"] / full["train_s"]
         ok = behind <= gap and ratio <= 1.0
-        lines.append((ok, f"{method} {behind:.1f} pt behind full (target <= {gap}), at {ratio:.2f}x full's time"))
+        where = f"{behind:.1f} pt behind full" if behind > 0 else f"{-behind:.1f} pt ahead of full"
+        lines.append((ok, f"{method} {where} (target: at most {gap} behind), at {ratio:.2f}x full's time"))
     return lines
 
 

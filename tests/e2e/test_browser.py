@@ -42,7 +42,8 @@ CHROMIUM_ARGS = [
 ]
 SHOTS = ROOT / "outputs" / "e2e"
 ACCURACY = "eval/accuracy"
-REPORT_PLOTS = {"accuracy_vs_step", "loss_vs_step", "accuracy_vs_trainable_fraction"}  # one prefix length only
+# one prefix length only; a full group, so the task view's gap plot too
+REPORT_PLOTS = {"accuracy_vs_step", "loss_vs_step", "accuracy_vs_trainable_fraction", "gap_to_full_by_task"}
 QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "PYTHONWARNINGS": "ignore"}
 UI_TIMEOUT_MS = 90_000  # the single-page app renders slowly on a busy 2-core machine
 
@@ -316,7 +317,8 @@ def test_report_html_shows_both_groups_and_every_plot(browser, sweep, mlflow_ser
         assert set(by_method) == {"full", "prefix"}, by_method
         accuracy = {name.split("-", 1)[0]: value for name, value in sweep.children.values()}
         for method, cells in by_method.items():
-            shown = cells[headers.index("final accuracy")]
+            assert cells[headers.index("metric")] == "accuracy"  # the embedded data's primary metric
+            shown = cells[headers.index("final eval")]
             assert shown.startswith(f"{accuracy[method]:.4f}"), (method, shown, accuracy[method])
         assert page.locator("#summary").is_visible()
 
