@@ -84,7 +84,7 @@ def save_checkpoint(
 
     state = {
         "version": VERSION,
-        "trainable": {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad},
+        "trainable": trainable_tensors(model),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "rng": rng_states(),
@@ -142,15 +142,25 @@ def check_resumable(state: dict, model: nn.Module, fingerprint: str, run_dir: Pa
         )
 
 
-def restore(state: dict, model: nn.Module, optimizer, scheduler) -> dict:
-    """Put the saved weights, optimizer and scheduler states back; returns the loop state. RNG states are set
-    apart, by :func:`set_rng_states`, right before the loop starts."""
+def trainable_tensors(model: nn.Module) -> dict:
+    """A CPU copy of the parameters that train (``requires_grad``), by name."""
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def put_trainable(model: nn.Module, tensors: dict) -> None:
+    """Copy ``tensors`` (from :func:`trainable_tensors`) back into the parameters of those names."""
     import torch
 
     params = dict(model.named_parameters())
     with torch.no_grad():
-        for name, tensor in state["trainable"].items():
+        for name, tensor in tensors.items():
             params[name].copy_(tensor)
+
+
+def restore(state: dict, model: nn.Module, optimizer, scheduler) -> dict:
+    """Put the saved weights, optimizer and scheduler states back; returns the loop state. RNG states are set
+    apart, by :func:`set_rng_states`, right before the loop starts."""
+    put_trainable(model, state["trainable"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     return state["loop"]

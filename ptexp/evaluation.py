@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from ptexp.checkpoint import put_trainable, trainable_tensors
 from ptexp.config import Task
 from ptexp.data import Collator, EncodedSplit
 from ptexp.devices import autocast, split_batch
@@ -118,14 +119,13 @@ class Evaluator:
             if is_better(primary, value, best.selection_best):
                 best.selection_best, best.selection_best_step = value, step
                 if self.select_best and not final:
-                    params = self.model.named_parameters()
-                    best.best_trainable = {n: p.detach().clone() for n, p in params if p.requires_grad}
+                    best.best_trainable = trainable_tensors(self.model)
             metrics |= {
                 f"selection/best_{primary}": best.selection_best,
                 "selection/best_step": best.selection_best_step,
             }
             if final and self.select_best and best.selection_best_step != step:
-                self.restore(best.best_trainable)
+                put_trainable(self.model, best.best_trainable)
         metrics |= self.run_eval(self.sets.eval, "eval")
         for name, split in self.sets.extras.items():
             metrics |= self.run_eval(split, f"eval_{name}")
@@ -133,9 +133,3 @@ class Evaluator:
         if is_better(primary, value, best.best):
             best.best = value
         return metrics | {f"eval/best_{primary}": best.best}
-
-    def restore(self, trainable: dict[str, torch.Tensor]) -> None:
-        params = dict(self.model.named_parameters())
-        with torch.no_grad():
-            for name, tensor in trainable.items():
-                params[name].copy_(tensor)
