@@ -67,15 +67,21 @@ def read_glue(path: Path, fmt: GlueFormat) -> Rows:
     return Rows(pairs, labels)
 
 
-def load_task_rows(task: str, data_dir: Path, train_rows: int | None) -> tuple[Rows, Rows]:
-    """(train, dev) of a GLUE task; the train subset is ptexp's own (ptexp.data._subsample, subset seed 0), so
-    ptexp with ``data.max_train_samples=train_rows`` trains on the very same rows. The loader to swap for
-    ptexp.data's once the GLUE presets are merged."""
-    from ptexp.data import Split, _subsample
+def load_task_rows(
+    task: str, data_dir: Path, train_rows: int | None, selection_rows: int | None = None
+) -> tuple[Rows, Rows]:
+    """(train, dev) of a GLUE task; the train rows are ptexp's own (ptexp.data.carve_selection, then _subsample;
+    subset seed 0), so ptexp with ``data.selection_rows=selection_rows data.max_train_samples=train_rows`` trains on
+    the very same rows (the peer never sees the selection rows either)."""
+    from types import SimpleNamespace
+
+    from ptexp.data import Split, _subsample, carve_selection
 
     fmt = GLUE_FORMATS[task]
     train, dev = (read_glue(data_dir / name, fmt) for name in ("train.tsv", "dev.tsv"))
-    subset = _subsample(Split(texts=train.pairs, labels=train.labels, origin=str(data_dir)), train_rows, 0)
+    split = Split(texts=train.pairs, labels=train.labels, origin=str(data_dir))
+    carve = SimpleNamespace(selection_rows=selection_rows, selection_fraction=None, subset_seed=0)
+    subset = _subsample(carve_selection(split, carve)[0], train_rows, 0)
     return Rows(subset.texts, subset.labels), dev
 
 
@@ -103,7 +109,7 @@ def train_and_score(args: argparse.Namespace) -> dict[str, float]:
     from ptexp.models import resolve_model_path
 
     path = resolve_model_path(MODEL)
-    train, dev = load_task_rows(args.task, Path(args.data_dir), args.train_rows)
+    train, dev = load_task_rows(args.task, Path(args.data_dir), args.train_rows, args.selection_rows)
     regression = GLUE_FORMATS[args.task].label_names is None
     set_seed(args.seed)  # the new head's initial weights
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -148,6 +154,7 @@ def log_run(args: argparse.Namespace, metrics: dict[str, float]) -> None:
     params = {
         "optimizer.lr": args.lr, "trainer.epochs": args.epochs, "trainer.max_steps": args.max_steps,
         "trainer.batch_size": 32, "seed": args.seed, "data.max_train_samples": args.train_rows,
+        "data.selection_rows": args.selection_rows,
         "data.data_dir": args.data_dir, "prefix_length": None, "trainer.train_sampling_strategy": SAMPLERS[args.method],
     }  # fmt: skip
     for key, value in params.items():
@@ -165,6 +172,7 @@ def main() -> None:
     parser.add_argument("--method", default="hf_trainer", choices=sorted(SAMPLERS))
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--train-rows", type=int, default=None, help="ptexp's subset (data.max_train_samples)")
+    parser.add_argument("--selection-rows", type=int, default=None, help="held out, as data.selection_rows")
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--max-steps", type=int, default=None, help="over --epochs, for quick checks")

@@ -26,6 +26,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,120 +50,137 @@ TASKS = {  # the one table to adjust at merge
     "stsb": Task("glue_stsb", GLUE / "STS-B", "pearson", None, 600),
     "cola": Task("glue_cola", GLUE / "CoLA", "mcc", None, 850),
 }
-MAIN_METHODS = ("full", "prefix", "lora")  # --seeds seeds; the others --other-seeds
-OTHER_METHODS = ("ia3", "bitfit", "prompt", "linear_probe")
+MAIN_METHODS = ("full", "prefix", "lora")  # --seeds seeds, learning rate chosen from GRID; the others --other-seeds
+OTHER_METHODS = ("ia3", "bitfit", "prompt", "linear_probe")  # conf/method's learning rate
 PEERS = ("hf_trainer", "hf_trainer_grouped")  # dynamic padding; train_sampling_strategy=group_by_length
 PEER_RECIPE = {"lr": 2e-5, "epochs": 3.0}  # run_glue's usual (batch 32 in hf_peer.py)
-# Without --select results: SST-2's tuned recipes (conf/experiment/sst2_compare.yaml); lr None = conf/method's.
-DEFAULT_RECIPES = {
-    "full": {"lr": 2e-4, "epochs": 1.0},
-    "prefix": {"lr": 2e-2, "epochs": 1.5, "prefix_length": 20},
-    "lora": {"lr": 2e-3, "epochs": 1.4},
-    "ia3": {"lr": None, "epochs": 1.0},
-    "bitfit": {"lr": None, "epochs": 1.0},
-    "prompt": {"lr": None, "epochs": 1.0},
-    "linear_probe": {"lr": None, "epochs": 10.0},
-}
-GRID = {  # --select: every combination, seed 1, scored on the selection split
-    "full": {"optimizer.lr": [1e-4, 2e-4], "trainer.epochs": [1, 3]},
-    "prefix": {"optimizer.lr": [1e-2, 2e-2], "trainer.epochs": [1.5, 3], "prefix_length": [20]},
-    "lora": {"optimizer.lr": [1e-3, 2e-3], "trainer.epochs": [1.4, 3]},
-}
-SELECT_OVERRIDES = ["trainer.select_best=true"]  # with data.selection_rows=N
+# The learning rates tried on the selection split (seed 1); the first is SST-2's tuned one (conf/experiment/
+# sst2_compare.yaml), the one --quick uses. The epoch is chosen by trainer.select_best within --epochs.
+GRID = {"full": (2e-4, 1e-4), "prefix": (2e-2, 5e-3, 5e-2), "lora": (2e-3, 5e-4, 5e-3)}
+PREFIX_LENGTH = 20  # SST-2's tuned prefix length
+MIN_EPOCHS = {"linear_probe": 10.0}  # a linear probe's steps cost ~4% of full's: give it more of them
 QUICK = {"seeds": 1, "other_seeds": 0, "train_rows": 500, "epochs": 1.0, "experiment": "tasks-quick"}
 
 
-def ptexp_overrides(name: str, args: argparse.Namespace, experiment: str) -> list[str]:
-    """What every ptexp job of task ``name`` gets: data, subset, output root, MLflow experiment, check limits."""
+def ptexp_overrides(name: str, args: argparse.Namespace, method: str) -> list[str]:
+    """What every ptexp job of task ``name`` and ``method`` gets: data, subset, selection split, epochs, output
+    root, MLflow experiment, check limits."""
     task = TASKS[name]
     rows = args.train_rows or task.train_rows
+    epochs = max(args.epochs, MIN_EPOCHS.get(method, 0.0))
     return [
         f"data={task.preset}", f"data.data_dir={task.data_dir}", *([f"data.max_train_samples={rows}"] if rows else []),
+        f"data.selection_rows={selection_rows(name, args)}", "trainer.select_best=true", f"trainer.epochs={epochs:g}",
         *([f"trainer.max_steps={args.max_steps}"] if args.max_steps else []), "trainer.progress=false",
-        f"output_root={args.output_root}", f"tracking.experiment={experiment}", *args.extra,
+        f"output_root={args.output_root}", f"tracking.experiment={args.experiment}-{name}", f"method={method}",
+        *([f"prefix_length={PREFIX_LENGTH}"] if method == "prefix" else []), *args.extra,
     ]  # fmt: skip
 
 
-def recipe_overrides(recipe: dict, args: argparse.Namespace) -> list[str]:
-    epochs = args.epochs or recipe["epochs"]
-    lr = [f"optimizer.lr={recipe['lr']:g}"] if recipe.get("lr") else []
-    length = [f"prefix_length={recipe['prefix_length']}"] if recipe.get("prefix_length") else []
-    return [*lr, f"trainer.epochs={epochs:g}", *length]
+def selection_rows(name: str, args: argparse.Namespace) -> int:
+    return args.selection_rows or TASKS[name].select_rows
 
 
-def load_recipes(args: argparse.Namespace) -> tuple[dict, str]:
-    """{task: {method: recipe}} and where it came from."""
-    recipes = {name: dict(DEFAULT_RECIPES) for name in TASKS}
-    if args.recipes.is_file():
-        for name, chosen in json.loads(args.recipes.read_text()).items():
-            recipes.setdefault(name, dict(DEFAULT_RECIPES)).update(chosen)
-        return recipes, f"chosen on the selection split ({args.recipes})"
-    return recipes, f"DEFAULT_RECIPES (SST-2's tuned recipes; {args.recipes} not found: run --select first)"
+def finished_seeds(name: str, method: str, lr: float | None, args: argparse.Namespace) -> dict[int, object]:
+    """seed -> the finished run of ``method`` at ``lr`` (None: conf/method's) with this invocation's rows and epochs,
+    so that an interrupted benchmark resumes where it stopped."""
+    rows = str(args.train_rows or TASKS[name].train_rows)
+    epochs = max(args.epochs, MIN_EPOCHS.get(method, 0.0))
+    found = {}
+    for run in finished_runs(args.output_root, f"{args.experiment}-{name}"):
+        p = run.data.params
+        if (run.data.tags.get("ptexp.method") == method and p.get("data.max_train_samples") == rows
+                and float(p.get("trainer.epochs", "nan")) == epochs
+                and (lr is None or float(p["optimizer.lr"]) == lr)):  # fmt: skip
+            found[int(p["seed"])] = run
+    return found
 
 
-def run_peer(name: str, task: Task, method: str, seed: int, args: argparse.Namespace) -> None:
+def run_jobs(name: str, method: str, jobs: list[tuple[float | None, int]], args: argparse.Namespace) -> None:
+    """One ptexp sweep over the (learning rate, seed) jobs of ``method`` that have no finished run yet (lr None:
+    conf/method's)."""
+    todo = [(lr, seed) for lr, seed in jobs if seed not in finished_seeds(name, method, lr, args)]
+    if not todo:
+        return
+    lrs, seeds = sorted({lr for lr, _ in todo}, key=str), sorted({seed for _, seed in todo})
+    if len(lrs) > 1 and len(seeds) > 1:  # not a product: one sweep per learning rate
+        for lr in lrs:
+            run_jobs(name, method, [job for job in todo if job[0] == lr], args)
+        return
+    lr_override = [f"optimizer.lr={','.join(f'{lr:g}' for lr in lrs)}"] if lrs != [None] else []
+    seconds = run_ptexp([*ptexp_overrides(name, args, method), *lr_override, f"seed={','.join(map(str, seeds))}"])
+    print(f"  {name} {method} lr {lrs} seeds {seeds}: {seconds:.0f} s", flush=True)
+
+
+def choose(name: str, method: str, args: argparse.Namespace, chosen: dict) -> dict:
+    """The grid's best learning rate on the selection split (seed 1's ``selection/best_<metric>``). Prefix and
+    LoRA: the best at or under full's train time, else the fastest."""
+    metric = TASKS[name].metric
+    scored = []
+    for lr in grid(method, args):
+        run = finished_seeds(name, method, lr, args)[1]
+        scored.append(
+            {
+                "lr": lr,
+                "selection": run.data.metrics[f"selection/best_{metric}"],
+                "train_s": run.data.metrics["time/train_s"],
+                "label": recipe_label(method, run.data.params),
+            }
+        )
+    budget = chosen["full"]["train_s"] if "full" in chosen else float("inf")  # fmt: skip
+    within = [s for s in scored if s["train_s"] <= budget]
+    pick = max(within, key=lambda s: s["selection"]) if within else min(scored, key=lambda s: s["train_s"])
+    return pick | {"tried": {f"{s['lr']:g}": round(s["selection"], 4) for s in scored}}
+
+
+def grid(method: str, args: argparse.Namespace) -> tuple[float, ...]:
+    return GRID[method][:1] if args.quick else GRID[method]
+
+
+def recipe_label(method: str, params: dict) -> str:
+    """The report's row name: method, prefix length, learning rate, epochs or steps (from MLflow params)."""
+    length = params.get("prefix_length", "None")
+    steps = params.get("trainer.max_steps", "None")
+    span = f"{steps} steps" if steps != "None" else f"{float(params['trainer.epochs']):g} ep"
+    return f"{method}{'' if length == 'None' else f' P={length}'}, lr {float(params['optimizer.lr']):g}, {span}"
+
+
+def run_peer(name: str, method: str, seed: int, args: argparse.Namespace) -> None:
+    task = TASKS[name]
     rows = args.train_rows or task.train_rows
+    done = [r for r in finished_runs(args.output_root, f"{args.experiment}-{name}")
+            if r.data.tags.get("ptexp.method") == method and r.data.params.get("seed") == str(seed)
+            and r.data.params.get("data.max_train_samples") == str(rows)]  # fmt: skip
+    if done:
+        return
     cmd = [
         sys.executable, str(ROOT / "benchmarks" / "hf_peer.py"), "--task", name, "--data-dir", str(task.data_dir),
         "--metric", task.metric, "--method", method, "--seed", str(seed), "--lr", f"{PEER_RECIPE['lr']:g}",
-        "--epochs", f"{args.epochs or PEER_RECIPE['epochs']:g}", "--output-root", str(args.output_root),
-        "--experiment", f"{args.experiment}-{name}", *(["--train-rows", str(rows)] if rows else []),
+        "--epochs", f"{PEER_RECIPE['epochs'] if args.peer_epochs is None else args.peer_epochs:g}",
+        "--output-root", str(args.output_root), "--experiment", f"{args.experiment}-{name}",
+        "--selection-rows", str(selection_rows(name, args)), *(["--train-rows", str(rows)] if rows else []),
         *(["--max-steps", str(args.max_steps)] if args.max_steps else []),
     ]  # fmt: skip
     print(f"$ hf_peer.py {name} {method} seed {seed}", flush=True)
+    started = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    print(f"  {name} {method} seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)
 
 
-def run_task(name: str, recipes: dict, args: argparse.Namespace) -> None:
-    """Every ptexp method (one sweep over its seeds each), then the peers (one process per seed)."""
-    task = TASKS[name]
-    for method in args.methods:
-        count = args.seeds if method in MAIN_METHODS else args.other_seeds
-        if count:
-            seeds = ",".join(str(s) for s in range(1, count + 1))
-            recipe = recipe_overrides(recipes[name][method], args)
-            seconds = run_ptexp(
-                [
-                    *ptexp_overrides(name, args, f"{args.experiment}-{name}"),
-                    f"method={method}",
-                    f"seed={seeds}",
-                    *recipe,
-                ]
-            )
-            print(f"  {name} {method}: {seconds:.0f} s", flush=True)
+def run_task(name: str, args: argparse.Namespace) -> dict:
+    """Full, prefix, LoRA: every GRID learning rate with seed 1, the best on the selection split with seeds 2..N;
+    the other methods with their default learning rate; then the peers. Returns {method: chosen recipe}."""
+    chosen: dict = {}
+    for method in [m for m in MAIN_METHODS if m in args.methods]:
+        run_jobs(name, method, [(lr, 1) for lr in grid(method, args)], args)
+        chosen[method] = choose(name, method, args, chosen)
+        print(f"  {name} {method}: chose {chosen[method]}", flush=True)
+        run_jobs(name, method, [(chosen[method]["lr"], seed) for seed in range(1, args.seeds + 1)], args)
+    for method in [m for m in OTHER_METHODS if m in args.methods]:
+        run_jobs(name, method, [(None, seed) for seed in range(1, args.other_seeds + 1)], args)
     for method in PEERS if args.peers else ():
         for seed in range(1, args.seeds + 1):
-            run_peer(name, task, method, seed, args)
-
-
-def select(name: str, args: argparse.Namespace) -> dict:
-    """Run GRID on the selection split (seed 1); full: the best score; prefix and LoRA: the best at or under full's
-    train time (else the fastest). Returns {method: recipe with its selection score and seconds}."""
-    task = TASKS[name]
-    experiment = f"{args.experiment}-select-{name}"
-    base = ptexp_overrides(name, args, experiment)
-    methods = [m for m in args.methods if m in GRID]
-    for method in methods:
-        grid = [f"{key}={','.join(f'{v:g}' for v in values)}" for key, values in GRID[method].items()]
-        run_ptexp([*base, f"method={method}", "seed=1", f"data.selection_rows={task.select_rows}", *SELECT_OVERRIDES,
-                   *grid])  # fmt: skip
-    runs = finished_runs(args.output_root, experiment)
-    chosen: dict = {}
-    for method in methods:
-        scored = [
-            {"lr": float(r.data.params["optimizer.lr"]), "epochs": float(r.data.params["trainer.epochs"]),
-             **({"prefix_length": int(r.data.params["prefix_length"])} if method == "prefix" else {}),
-             "selection": r.data.metrics[f"selection/{task.metric}"], "train_s": r.data.metrics["time/train_s"]}
-            for r in runs if r.data.tags.get("ptexp.method") == method and f"selection/{task.metric}" in r.data.metrics
-        ]  # fmt: skip
-        if not scored:
-            continue
-        budget = chosen["full"]["train_s"] if method != "full" and "full" in chosen else float("inf")
-        within = [s for s in scored if s["train_s"] <= budget]
-        chosen[method] = (
-            max(within, key=lambda s: s["selection"]) if within else min(scored, key=lambda s: s["train_s"])
-        )
-        print(f"  {name} {method}: {chosen[method]}", flush=True)
+            run_peer(name, method, seed, args)
     return chosen
 
 
@@ -173,25 +191,25 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=3, help="seeds for full, prefix, LoRA and the peers")
     parser.add_argument("--other-seeds", type=int, default=1, help="seeds for the other methods")
     parser.add_argument("--no-peers", dest="peers", action="store_false", help="skip the HF Trainer runs")
-    parser.add_argument("--train-rows", type=int, default=None, help="over each task's train rows (checks)")
-    parser.add_argument("--epochs", type=float, default=None, help="the same epochs for every method and peer")
+    parser.add_argument("--train-rows", type=int, default=None, help="over each task's train rows")
+    parser.add_argument("--selection-rows", type=int, default=None, help="over each task's selection rows")
+    parser.add_argument("--epochs", type=float, default=3.0, help="ptexp's epochs; the best on the selection split")
     parser.add_argument("--max-steps", type=int, default=None, help="over the epochs, ptexp and peer (checks)")
     parser.add_argument("--output-root", type=Path, default=ROOT / "outputs" / "benchmarks")
     parser.add_argument("--experiment", default=None, help="MLflow experiment prefix (default: tasks)")
-    parser.add_argument("--recipes", type=Path, default=None, help="default: <output-root>/tasks_recipes.json")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="1 seed, 500 train rows, 1 epoch, full/prefix/lora")
-    mode.add_argument("--select", action="store_true", help="choose the recipes on the selection split")
+    parser.add_argument("--quick", action="store_true", help="1 seed, 500 train rows, 1 epoch, one lr, no grid")
     parser.add_argument("--summary-only", action="store_true", help="reprint the tables from MLflow (with --quick too)")
     parser.add_argument("--plan", action="store_true", help="estimate the wall time (other flags apply); no training")
     parser.add_argument("extra", nargs="*", help="extra Hydra overrides for every ptexp run")
     args = parser.parse_args()
+    args.peer_epochs = None  # PEER_RECIPE's
     if args.quick:
         args.seeds, args.other_seeds = QUICK["seeds"], QUICK["other_seeds"]
-        args.train_rows, args.epochs = args.train_rows or QUICK["train_rows"], args.epochs or QUICK["epochs"]
+        args.train_rows, args.epochs = args.train_rows or QUICK["train_rows"], QUICK["epochs"]
+        args.peer_epochs = QUICK["epochs"]
         args.methods = [m for m in args.methods if m in MAIN_METHODS]
     args.experiment = args.experiment or (QUICK["experiment"] if args.quick else "tasks")
-    args.recipes = args.recipes or args.output_root / "tasks_recipes.json"
+    args.recipes = args.output_root / f"{args.experiment}_recipes.json"
     return args
 
 
@@ -202,17 +220,13 @@ def main() -> None:
     if args.plan:
         plan(args)
         return
-    if args.select:
-        chosen = {name: select(name, args) for name in args.tasks}
-        args.output_root.mkdir(parents=True, exist_ok=True)
-        args.recipes.write_text(json.dumps(chosen, indent=2) + "\n")
-        print(f"recipes written to {args.recipes}")
-        return
-    recipes, origin = load_recipes(args)
+    recipes = json.loads(args.recipes.read_text()) if args.recipes.is_file() else {}
     if not args.summary_only:
         for name in args.tasks:
-            run_task(name, recipes, args)
-    report(args, origin)
+            recipes[name] = run_task(name, args)
+            args.output_root.mkdir(parents=True, exist_ok=True)
+            args.recipes.write_text(json.dumps(recipes, indent=2) + "\n")
+    report(args, recipes)
 
 
 if __name__ == "__main__":

@@ -7,19 +7,12 @@ import json
 import random
 
 from common import finished_runs, markdown_table, mean_std
-from tasks import GRID, MAIN_METHODS, OTHER_METHODS, PEER_RECIPE, PEERS, TASKS, load_recipes
+from tasks import MAIN_METHODS, MIN_EPOCHS, OTHER_METHODS, PEER_RECIPE, PEERS, TASKS, grid, recipe_label, selection_rows
 
 ORDER = [*MAIN_METHODS, *OTHER_METHODS, *PEERS]  # the table's row order
 
 TARGETS = {"lora": 1.5, "prefix": 2.0}  # method -> largest gap to full, in points, at <= full's train time
 PEER_TIME = {"hf_trainer": 0.6, "hf_trainer_grouped": 0.9}  # full's train time <= this x the peer's
-
-
-def recipe_label(method: str, params: dict) -> str:
-    length = params.get("prefix_length", "None")
-    steps = params.get("trainer.max_steps", "None")
-    span = f"{steps} steps" if steps != "None" else f"{float(params['trainer.epochs']):g} ep"
-    return f"{method}{'' if length == 'None' else f' P={length}'}, lr {float(params['optimizer.lr']):g}, {span}"
 
 
 def task_rows(name: str, args: argparse.Namespace) -> dict[str, dict]:
@@ -43,17 +36,20 @@ def task_rows(name: str, args: argparse.Namespace) -> dict[str, dict]:
     return table
 
 
-def main_row(table: dict[str, dict], method: str) -> dict | None:
-    """A method's row for the targets: the most seeds, then the latest."""
+def main_row(table: dict[str, dict], method: str, chosen: dict) -> dict | None:
+    """A method's row for the targets: the recipe chosen on the selection split, else the most seeds, then the
+    latest (the peers, the other methods)."""
+    if method in chosen:
+        return table.get(chosen[method]["label"])
     mine = [row for row in table.values() if row["method"] == method]
     return max(mine, key=lambda row: (row["seeds"], row["last"])) if mine else None
 
 
-def targets(table: dict[str, dict], metric: str) -> list[tuple[bool, str]]:
+def targets(table: dict[str, dict], metric: str, chosen: dict) -> list[tuple[bool, str]]:
     """(passed, line) per issue-15 target, from the measured rows; a missing row is a MISS."""
-    full, lines = main_row(table, "full"), []
+    full, lines = main_row(table, "full", chosen), []
     for peer, share in PEER_TIME.items():
-        other = main_row(table, peer)
+        other = main_row(table, peer, chosen)
         if full is None or other is None:
             lines.append((False, f"full >= {peer} at <= {share}x its time: no runs"))
             continue
@@ -62,7 +58,7 @@ def targets(table: dict[str, dict], metric: str) -> list[tuple[bool, str]]:
         lines.append((ok, f"full {100 * full['mean']:.1f} >= {peer} {100 * other['mean']:.1f} {metric}, "
                           f"at {ratio:.2f}x its train time (target <= {share})"))  # fmt: skip
     for method, gap in TARGETS.items():
-        row = main_row(table, method)
+        row = main_row(table, method, chosen)
         if full is None or row is None:
             lines.append((False, f"{method} within {gap} pt of full at <= full's time: no runs"))
             continue
@@ -73,30 +69,41 @@ def targets(table: dict[str, dict], metric: str) -> list[tuple[bool, str]]:
     return lines
 
 
-def task_markdown(name: str, table: dict[str, dict], args: argparse.Namespace) -> str:
-    task, full = TASKS[name], main_row(table, "full")
+def task_markdown(name: str, table: dict[str, dict], args: argparse.Namespace, chosen: dict) -> str:
+    task, full = TASKS[name], main_row(table, "full", chosen)
+    picked = {row["label"] for row in chosen.values()}
     headers = ("method, recipe", "seeds", f"dev {task.metric} (x100)", "train s", "/ full's", "trainable %", "gap")
     rows = []
     for label, row in sorted(table.items(), key=lambda kv: (ORDER.index(kv[1]["method"]), kv[0])):
         share = f"{row['train_s'] / full['train_s']:.2f}" if full else "n/a"
         gap = f"{100 * (row['mean'] - full['mean']):+.1f} pt" if full else "n/a"
         pct = f"{row['trainable_pct']:.3f}" if row["trainable_pct"] is not None else "n/a"
-        rows.append((label, row["seeds"], f"{100 * row['mean']:.1f} ± {100 * row['std']:.1f}",
+        name_cell = f"**{label}** (chosen)" if label in picked else label
+        rows.append((name_cell, row["seeds"], f"{100 * row['mean']:.1f} ± {100 * row['std']:.1f}",
                      f"{row['train_s']:.0f}", share, pct, gap))  # fmt: skip
-    checks = "\n".join(f"- {'PASS' if ok else 'MISS'}: {line}" for ok, line in targets(table, task.metric))
+    checks = "\n".join(f"- {'PASS' if ok else 'MISS'}: {line}" for ok, line in targets(table, task.metric, chosen))
+    tried = "; ".join(f"{m}: {c['tried']}" for m, c in chosen.items())
     rows_note = args.train_rows or task.train_rows or "all"
-    return f"### {name} ({task.preset}, train rows {rows_note}, dev)\n\n{markdown_table(headers, rows)}\n\n{checks}\n"
+    return (
+        f"### {name} ({task.preset}, train rows {rows_note}, selection rows {selection_rows(name, args)}, dev)\n\n"
+        f"{markdown_table(headers, rows)}\n\nselection/best_{task.metric} of seed 1 per lr: {tried}\n\n{checks}\n"
+    )
 
 
-def report(args: argparse.Namespace, origin: str) -> None:
+def report(args: argparse.Namespace, recipes: dict) -> None:
     """Print and write the per-task tables and targets, and a JSON of every number."""
     tables = {name: task_rows(name, args) for name in args.tasks}
-    text = f"## MiniLM-L6 across GLUE tasks (experiment {args.experiment!r}; recipes: {origin})\n\n"
-    text += "\n".join(task_markdown(name, table, args) for name, table in tables.items())
+    text = (
+        f"## MiniLM-L6 across GLUE tasks (experiment {args.experiment!r}; learning rates chosen on the selection "
+        f"split, {args.recipes.name})\n\n"
+    )
+    text += "\n".join(task_markdown(name, table, args, recipes.get(name, {})) for name, table in tables.items())
     print("\n" + text)
     args.output_root.mkdir(parents=True, exist_ok=True)
     (args.output_root / f"{args.experiment}.md").write_text(text)
-    numbers = {name: {"rows": table, "targets": targets(table, TASKS[name].metric)} for name, table in tables.items()}
+    numbers = {name: {"rows": table, "chosen": recipes.get(name, {}),
+                      "targets": targets(table, TASKS[name].metric, recipes.get(name, {}))}
+               for name, table in tables.items()}  # fmt: skip
     (args.output_root / f"{args.experiment}.json").write_text(json.dumps(numbers, indent=2) + "\n")
     print(f"written: {args.output_root / args.experiment}.md and .json")
 
@@ -137,36 +144,31 @@ def task_shape(name: str, tokenizer, train_rows: int | None) -> tuple[tuple[int,
 
 
 def plan(args: argparse.Namespace) -> None:
-    """Estimated wall time of the benchmark and of --select for this invocation's settings; no training."""
+    """Estimated wall time of the benchmark for this invocation's settings; no training."""
     from hf_peer import MODEL
     from transformers import AutoTokenizer
 
     from ptexp.models import resolve_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(MODEL))
-    recipes, origin = load_recipes(args)
     (sst_tokens, sst_steps), _, _ = task_shape("sst2", tokenizer, 20000)
     scale = 187 / (sst_tokens + FIXED_TOKENS * sst_steps)
-    print(f"recipes: {origin}; seconds per step = {scale * 1e3:.3f} ms x (padded tokens + {FIXED_TOKENS})")
-    total = select_total = 0.0
+    print(f"seconds per step = {scale * 1e3:.3f} ms x (padded tokens + {FIXED_TOKENS})")
+    total = 0.0
     for name in args.tasks:
         (g_tok, g_steps), (r_tok, r_steps), dev_tokens = task_shape(
             name, tokenizer, args.train_rows or TASKS[name].train_rows
         )
-        epoch, evals = scale * (g_tok + FIXED_TOKENS * g_steps), scale * EVAL_COST * dev_tokens
+        selection_tokens = g_tok / (32 * g_steps) * selection_rows(name, args)
+        epoch, evals = scale * (g_tok + FIXED_TOKENS * g_steps), scale * EVAL_COST * (dev_tokens + selection_tokens)
+        runs = {m: len(grid(m, args)) + args.seeds - 1 if m in MAIN_METHODS else args.other_seeds for m in args.methods}
         ptexp_s = sum(
-            (args.seeds if m in MAIN_METHODS else args.other_seeds)
-            * (START_S + (METHOD_COST[m] * epoch + evals) * (args.epochs or recipes[name][m]["epochs"]))
-            for m in args.methods
+            count * (START_S + (METHOD_COST[m] * epoch + evals) * max(args.epochs, MIN_EPOCHS.get(m, 0.0)))
+            for m, count in runs.items()
         )
         peer_epoch = scale * (g_tok + r_tok + FIXED_TOKENS * (g_steps + r_steps))  # both samplers
-        peer_s = args.seeds * (2 * START_S + (args.epochs or PEER_RECIPE["epochs"]) * (peer_epoch + 2 * evals / 3))
-        select_s = sum(
-            len(GRID[m]["optimizer.lr"]) * (START_S + (METHOD_COST[m] * epoch + evals) * e)
-            for m in GRID
-            for e in GRID[m]["trainer.epochs"]
-        )
-        total, select_total = total + ptexp_s + peer_s, select_total + select_s
-        print(f"  {name}: ptexp full epoch ~{epoch:.0f} s; benchmark: ptexp ~{ptexp_s / 60:.0f} min, peer "
-              f"~{peer_s / 60:.0f} min; --select ~{select_s / 60:.0f} min")  # fmt: skip
-    print(f"estimate on 2 quiet cores: benchmark ~{total / 3600:.1f} h, --select ~{select_total / 3600:.1f} h")
+        peer_epochs = PEER_RECIPE["epochs"] if args.peer_epochs is None else args.peer_epochs
+        peer_s = args.peers * args.seeds * (2 * START_S + peer_epochs * peer_epoch + 2 * evals / 3)
+        total += ptexp_s + peer_s
+        print(f"  {name}: ptexp full epoch ~{epoch:.0f} s; ptexp ~{ptexp_s / 60:.0f} min, peer ~{peer_s / 60:.0f} min")
+    print(f"estimate on 2 quiet cores: ~{total / 3600:.1f} h")

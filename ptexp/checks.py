@@ -117,6 +117,11 @@ def validate(cfg: DictConfig, methods: Mapping[str, Any]) -> None:
         need(method in methods, f"trainer.method_epochs.{method}", "unknown method", ", ".join(methods))
     o, d = cfg.optimizer, cfg.data
     need(o.lr > 0, "optimizer.lr", f"{o.lr}", "a positive float such as 3e-5")
+    for task, rates in o.task_lr.items():
+        for method, lr in rates.items():
+            key = f"optimizer.task_lr.{task}.{method}"
+            need(method in methods, key, "unknown method", ", ".join(methods))
+            need(lr > 0, key, f"{lr}", "a positive float such as 3e-5")
     need(o.weight_decay >= 0, "optimizer.weight_decay", f"{o.weight_decay}", ">= 0")
     need(0 <= o.warmup_ratio < 1, "optimizer.warmup_ratio", f"{o.warmup_ratio}", "0 <= r < 1")
     need(

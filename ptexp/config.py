@@ -179,6 +179,8 @@ class OptimizerConfig:
     momentum: float = 0.9  # sgd only
     warmup_ratio: float = 0.06
     schedule: Schedule = Schedule.linear
+    # {data.name: {method: lr}}: replaces lr for that task and method (a sweep across tasks with a recipe each)
+    task_lr: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass

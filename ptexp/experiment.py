@@ -38,8 +38,8 @@ def prepare_config(cfg: DictConfig) -> None:
 
 
 def use_method_epochs(cfg: DictConfig) -> None:
-    """Take this method's ``trainer.method_epochs`` as ``trainer.epochs``, so params, checkpoints and adapters
-    record the epochs that run."""
+    """Take this method's ``trainer.method_epochs`` as ``trainer.epochs``, and this task's and method's
+    ``optimizer.task_lr`` as ``optimizer.lr``, so params, checkpoints and adapters record what runs."""
     epochs = cfg.trainer.method_epochs.get(cfg.method.name)
     if epochs is not None and epochs != cfg.trainer.epochs:
         print(
@@ -48,6 +48,14 @@ def use_method_epochs(cfg: DictConfig) -> None:
             file=sys.stderr,
         )
         cfg.trainer.epochs = epochs
+    lr = cfg.optimizer.task_lr.get(cfg.data.name, {}).get(cfg.method.name)
+    if lr is not None and lr != cfg.optimizer.lr:
+        print(
+            f"[ptexp] note: optimizer.task_lr.{cfg.data.name}.{cfg.method.name}={lr:g} replaces optimizer.lr="
+            f"{cfg.optimizer.lr:g} for this task and method",
+            file=sys.stderr,
+        )
+        cfg.optimizer.lr = lr
 
 
 @dataclass

@@ -99,6 +99,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "optimizer.momentum": (["optimizer=sgd", "optimizer.momentum=-1"], ["optimizer.momentum", ">= 0"]),
     "optimizer.warmup_ratio": (["optimizer.warmup_ratio=1"], ["optimizer.warmup_ratio", "0 <= r < 1"]),
     "optimizer.schedule": (["optimizer.schedule=nope"], ["optimizer.schedule", "linear, constant"]),
+    "optimizer.task_lr": (["+optimizer.task_lr.sst2.nope=1e-3"], ["optimizer.task_lr.sst2.nope", "unknown method"]),
     # trainer
     "trainer.epochs": (["trainer.epochs=0"], ["trainer.epochs", "> 0"]),
     "trainer.method_epochs": (["+trainer.method_epochs.nope=1"], ["trainer.method_epochs.nope", "unknown method"]),

@@ -91,6 +91,8 @@ def test_unknown_key_fails_while_composing():
         ("trainer.epochs=0", "trainer.epochs"),
         ("+trainer.method_epochs.prefix=-1", "trainer.method_epochs.prefix"),
         ("+trainer.method_epochs.prefixx=2", "trainer.method_epochs.prefixx"),
+        ("+optimizer.task_lr.glue_rte.prefix=-1", "optimizer.task_lr.glue_rte.prefix"),
+        ("+optimizer.task_lr.glue_rte.prefixx=1e-3", "optimizer.task_lr.glue_rte.prefixx"),
     ],
 )
 def test_cross_checks_name_the_key(override, key):
@@ -135,3 +137,14 @@ def test_sst2_compare_gives_each_method_its_tuned_epochs(method, epochs):
     prepare_config(cfg)
     use_method_epochs(cfg)
     assert cfg.trainer.epochs == pytest.approx(epochs)
+
+
+def test_task_lr_replaces_the_learning_rate_of_that_task_and_method_only(capsys):
+    rates = ["+optimizer.task_lr.glue_rte.prefix=0.05", "+optimizer.task_lr.glue_mrpc.full=1e-4"]
+    for data, method, expected in (("glue_rte", "prefix", 0.05), ("glue_rte", "full", 2e-4), ("sst2", "prefix", 2e-2)):
+        cfg = make_config(f"data={data}", f"method={method}", "data.data_dir=/data", *rates)
+        prepare_config(cfg)
+        use_method_epochs(cfg)
+        assert cfg.optimizer.lr == pytest.approx(expected)
+        noted = "optimizer.task_lr.glue_rte.prefix=0.05 replaces optimizer.lr=0.02" in capsys.readouterr().err
+        assert noted == (expected == 0.05)
