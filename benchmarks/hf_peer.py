@@ -145,7 +145,7 @@ def train_and_score(args: argparse.Namespace) -> dict[str, float]:
 
 def log_run(args: argparse.Namespace, metrics: dict[str, float]) -> None:
     """One FINISHED MLflow run in ``args.experiment`` of the output root's store, named like ptexp's params."""
-    from ptexp.tracking import client_for, experiment_id_for
+    from ptexp.store import client_for, experiment_id_for
 
     client = client_for(store_uri(args.output_root))
     artifacts = (Path(args.output_root) / "mlartifacts").resolve().as_uri()

@@ -4,20 +4,25 @@ them Hugging Face Trainer with run_glue's recipe (benchmarks/hf_peer.py), with d
 group_by_length. Per task: the primary dev metric (accuracy for SST-2/RTE, F1 for MRPC, Pearson for STS-B, MCC for
 CoLA) mean +- std, train seconds, time relative to full, trainable share, gap to full, and PASS/MISS per target.
 Everything goes to MLflow (one experiment per task, ``<experiment>-<task>``); the tables to stdout and to
-``<output-root>/<experiment>.md``, every number to ``<experiment>.json``.
+``<output-root>/<experiment>.md``, every number to ``<experiment>.json``, the chosen learning rates to
+``<experiment>_recipes.json``.
 
-    python benchmarks/tasks.py --select           # 1. recipes chosen on the selection split -> tasks_recipes.json
-    python benchmarks/tasks.py                    # 2. the benchmark, with those recipes
+The protocol, in one invocation: each task holds out ``Task.select_rows`` train rows (``--selection-rows``) as the
+selection split; every ptexp run trains ``--epochs`` epochs (3) and ``trainer.select_best`` restores its best epoch
+on that split. Full, prefix (P=20) and LoRA first run every learning rate of GRID with seed 1; the best
+``selection/best_<metric>`` wins (prefix and LoRA: the best at or under full's train time), then seeds 2..N run at
+that rate. The dev split is only scored, never used to choose. The peers train on the same rows (the selection
+rows left out) with run_glue's fixed recipe. Finished runs are found in MLflow and skipped, so an interrupted
+benchmark, or a later one with more ``--seeds``, goes on where the last stopped.
+
+    python benchmarks/tasks.py                    # the benchmark
     python benchmarks/tasks.py --summary-only     # reprint the tables from MLflow
-    python benchmarks/tasks.py --plan             # estimated wall time of 1. and 2. (no training)
-    python benchmarks/tasks.py --quick            # a look: 1 seed, 500 train rows, 1 epoch, full/prefix/lora + peer
+    python benchmarks/tasks.py --plan             # estimated wall time (no training)
+    python benchmarks/tasks.py --quick            # a look: 1 seed, 500 train rows, 1 epoch, one lr, + peer
 
-Expected time on 2 quiet CPU cores (``--plan``: per-step seconds ~ padded tokens + 170, scaled to the README's
-187 s per full epoch of the SST-2 subset): about 6.4 h for the benchmark with DEFAULT_RECIPES (the peer's 3 epochs x
-3 seeds x 2 samplers is about 60% of it; more where --select picks 3 epochs) and about 3.3 h for ``--select``.
-``--quick`` takes about 13 minutes for all five tasks (``--plan --quick``) and writes to experiment ``tasks-quick``,
-so its runs never mix with the benchmark's. Recipes come from ``<output-root>/tasks_recipes.json`` (``--select``);
-without it every task runs DEFAULT_RECIPES (SST-2's tuned recipes), and the report says so.
+``--plan`` (per-step seconds ~ padded tokens + 170, scaled to the README's 187 s per full epoch of the SST-2 subset;
+it counts start-up per run and so runs high) puts the whole benchmark at about 11 h on 2 CPU cores, ``--quick`` at
+about 12 minutes.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ class Task:
     data_dir: Path  # data.data_dir=DIR
     metric: str  # primary metric: eval/<metric> on dev, selection/<metric> on the selection split
     train_rows: int | None  # data.max_train_samples (None: every row)
-    select_rows: int  # data.selection_rows for --select
+    select_rows: int  # data.selection_rows (about a tenth of the train rows, at most 1000)
 
 
 GLUE = SHARED_DATA / "glue"
