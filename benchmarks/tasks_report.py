@@ -6,7 +6,7 @@ import argparse
 import json
 import random
 
-from common import finished_runs, markdown_table, mean_std
+from common import finished_runs, markdown_table, mean_std, store_uri
 from tasks import MAIN_METHODS, MIN_EPOCHS, OTHER_METHODS, PEER_RECIPE, PEERS, TASKS, grid, recipe_label, selection_rows
 
 ORDER = [*MAIN_METHODS, *OTHER_METHODS, *PEERS]  # the table's row order
@@ -32,8 +32,23 @@ def task_rows(name: str, args: argparse.Namespace) -> dict[str, dict]:
             "method": runs[0].data.tags["ptexp.method"], "seeds": len(runs), "mean": mean, "std": std,
             "scores": scores, "train_s": mean_std([r.data.metrics["time/train_s"] for r in runs])[0],
             "trainable_pct": runs[0].data.metrics.get("params/trainable_pct"), "last": runs[-1].info.start_time,
+            "selection_curve": selection_curve(runs, task.metric, args) if runs[0].data.tags["ptexp.method"]
+            in MAIN_METHODS else {},
         }  # fmt: skip
     return table
+
+
+def selection_curve(runs: list, metric: str, args: argparse.Namespace) -> dict[int, float]:
+    """step -> the selection split's ``<metric>`` at that evaluation (each epoch end), mean over the runs: scored
+    before select_best restores anything, so it says whether more epochs would still help."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store_uri(args.output_root))
+    by_step: dict[int, list[float]] = {}
+    for run in runs:
+        for point in client.get_metric_history(run.info.run_id, f"selection/{metric}"):
+            by_step.setdefault(point.step, []).append(point.value)
+    return {step: sum(values) / len(values) for step, values in sorted(by_step.items())}
 
 
 def main_row(table: dict[str, dict], method: str, chosen: dict) -> dict | None:
@@ -83,10 +98,16 @@ def task_markdown(name: str, table: dict[str, dict], args: argparse.Namespace, c
                      f"{row['train_s']:.0f}", share, pct, gap))  # fmt: skip
     checks = "\n".join(f"- {'PASS' if ok else 'MISS'}: {line}" for ok, line in targets(table, task.metric, chosen))
     tried = "; ".join(f"{m}: {c['tried']}" for m, c in chosen.items())
+    curves = "; ".join(
+        f"{m}: " + ", ".join(f"{100 * v:.1f}" for v in table[c["label"]]["selection_curve"].values())
+        for m, c in chosen.items()
+        if c["label"] in table
+    )
     rows_note = args.train_rows or task.train_rows or "all"
     return (
         f"### {name} ({task.preset}, train rows {rows_note}, selection rows {selection_rows(name, args)}, dev)\n\n"
-        f"{markdown_table(headers, rows)}\n\nselection/best_{task.metric} of seed 1 per lr: {tried}\n\n{checks}\n"
+        f"{markdown_table(headers, rows)}\n\nselection/best_{task.metric} of seed 1 per lr: {tried}\n\n"
+        f"selection {task.metric} (x100) at each evaluation, chosen recipes, mean over seeds: {curves}\n\n{checks}\n"
     )
 
 

@@ -1,0 +1,66 @@
+"""The cross-task benchmark (benchmarks/tasks.py, hf_peer.py) on the real GLUE files in ../shared/data: the peer
+trains on exactly ptexp's rows, and (slow) one tiny invocation runs ptexp and the peer end to end, writes its
+tables and recipes, and a second invocation finds every run done in MLflow and trains nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ptexp.data import load_dataset
+from tests.conftest import ROOT, make_config
+
+GLUE_DIR = ROOT.parent / "shared" / "data" / "glue"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+pytestmark = pytest.mark.skipif(not GLUE_DIR.exists(), reason="../shared/data/glue not present")
+
+
+TASKS = [
+    ("rte", "glue_rte", "RTE"),
+    ("mrpc", "glue_mrpc", "MRPC"),
+    ("stsb", "glue_stsb", "STS-B"),
+    ("cola", "glue_cola", "CoLA"),
+]
+
+
+@pytest.mark.parametrize(("task", "preset", "folder"), TASKS)
+def test_the_peer_trains_on_ptexps_rows_without_the_selection_rows(task, preset, folder):
+    from hf_peer import load_task_rows
+
+    peer_train, peer_dev = load_task_rows(task, GLUE_DIR / folder, 200, 50)
+    cfg = make_config(f"data={preset}", f"data.data_dir={GLUE_DIR / folder}", "data.max_train_samples=200",
+                      "data.selection_rows=50")  # fmt: skip
+    data = load_dataset(cfg.data)
+    ours = list(zip(data.train.texts, data.train.text_pairs or [None] * len(data.train.texts), strict=True))
+    assert peer_train.pairs == ours and len(ours) == 200
+    assert peer_train.labels == pytest.approx([float(y) for y in data.train.labels])
+    assert peer_dev.labels == pytest.approx([float(y) for y in data.eval.labels])
+    held_out = set(zip(data.selection.texts, data.selection.text_pairs or [None] * 50, strict=True))
+    assert not held_out & set(peer_train.pairs)
+
+
+def run_benchmark(out, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "benchmarks/tasks.py", "--quick", "--tasks", "rte", "--train-rows", "48",
+           "--selection-rows", "24", "--max-steps", "2", "--output-root", str(out), *extra]  # fmt: skip
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_one_invocation_chooses_runs_reports_and_resumes(tmp_path):
+    first = run_benchmark(tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    table = (tmp_path / "tasks-quick.md").read_text()
+    for row in ("**full, lr 0.0002, 2 steps** (chosen)", "**prefix P=20, lr 0.02, 2 steps** (chosen)",
+                "hf_trainer, lr 2e-05, 2 steps", "hf_trainer_grouped, lr 2e-05, 2 steps"):  # fmt: skip
+        assert row in table, table
+    assert table.count("PASS") + table.count("MISS") == 4
+    recipes = json.loads((tmp_path / "tasks-quick_recipes.json").read_text())
+    assert {m: recipes["rte"][m]["lr"] for m in ("full", "prefix", "lora")} == {"full": 2e-4, "prefix": 2e-2,
+                                                                                "lora": 2e-3}  # fmt: skip
+    again = run_benchmark(tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "$ python -m ptexp" not in again.stdout and "$ hf_peer.py" not in again.stdout
+    assert (tmp_path / "tasks-quick.md").read_text() == table
