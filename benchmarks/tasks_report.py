@@ -111,6 +111,30 @@ def task_markdown(name: str, table: dict[str, dict], args: argparse.Namespace, c
     )
 
 
+def overview_cell(row: dict | None, full: dict | None) -> str:
+    """``score (gap to full) [seeds]``, x100; no gap without ``full``."""
+    if row is None:
+        return "n/a"
+    gap = f" ({100 * (row['mean'] - full['mean']):+.1f})" if full else ""
+    return f"{100 * row['mean']:.1f}{gap} [{row['seeds']}]"
+
+
+def overview(tables: dict[str, dict], recipes: dict) -> str:
+    """One row per task: each main method's and peer's primary dev metric (x100, mean over seeds, with seeds),
+    the gap to full, and full's train time over each peer's."""
+    headers = ("task (metric)", "full", "prefix (gap)", "LoRA (gap)", "HF Trainer", "HF grouped",
+               "full's time / Trainer's, / grouped")  # fmt: skip
+    rows = []
+    for name, table in tables.items():
+        found = {m: main_row(table, m, recipes.get(name, {})) for m in (*MAIN_METHODS, *PEERS)}
+        full = found["full"]
+
+        times = [f"{full['train_s'] / found[p]['train_s']:.2f}" if full and found[p] else "n/a" for p in PEERS]
+        cells = (overview_cell(found[m], full if m in ("prefix", "lora") else None) for m in (*MAIN_METHODS, *PEERS))
+        rows.append((f"{name} ({TASKS[name].metric})", *cells, " / ".join(times)))
+    return markdown_table(headers, rows) + "\n\n[n]: the number of seeds."
+
+
 def report(args: argparse.Namespace, recipes: dict) -> None:
     """Print and write the per-task tables and targets, and a JSON of every number."""
     tables = {name: task_rows(name, args) for name in args.tasks}
@@ -118,6 +142,7 @@ def report(args: argparse.Namespace, recipes: dict) -> None:
         f"## MiniLM-L6 across GLUE tasks (experiment {args.experiment!r}; learning rates chosen on the selection "
         f"split, {args.recipes.name})\n\n"
     )
+    text += overview(tables, recipes) + "\n\n"
     text += "\n".join(task_markdown(name, table, args, recipes.get(name, {})) for name, table in tables.items())
     print("\n" + text)
     args.output_root.mkdir(parents=True, exist_ok=True)

@@ -4,12 +4,14 @@ split, trainer.select_best restoring the best step), and experiment=glue_compare
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from ptexp.trainer import run_experiment
-from tests.conftest import run_cli, runs_in
+from tests.conftest import CONF_DIR, run_cli, runs_in
 
 WORDS = [
     "good",
@@ -107,8 +109,9 @@ def test_glue_compare_sweeps_tasks_and_methods_with_their_primary_metrics(tmp_pa
     proc = run_cli(
         "-m", "experiment=glue_compare", "model=tiny", f"data.root={tmp_path / 'glue'}", "data=glue_rte,glue_stsb",
         "method=full,prefix", "seed=1", "trainer.epochs=2", "trainer.progress=false", "data.max_length=32",
-        f"output_root={out}",
+        "data.selection_rows=5", f"output_root={out}",
     )  # fmt: skip
+    task_lr = OmegaConf.load(Path(CONF_DIR) / "experiment" / "glue_compare.yaml").optimizer.task_lr
     assert proc.returncode == 0, proc.stderr[-3000:]
     children = [r for r in runs_in(out / "mlflow.db") if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
@@ -117,5 +120,6 @@ def test_glue_compare_sweeps_tasks_and_methods_with_their_primary_metrics(tmp_pa
         primary = {"glue_rte": "accuracy", "glue_stsb": "pearson"}[tags["ptexp.data"]]
         assert tags["ptexp.primary_metric"] == primary
         assert f"eval/{primary}" in metrics and f"selection/best_{primary}" in metrics
-        assert params["trainer.select_best"] == "True" and params["data.selection_fraction"] == "0.1"
-        assert metrics["data/selection_rows"] == 5 and metrics["data/train_rows"] == 43  # 10% of 48, rounded up
+        assert params["trainer.select_best"] == "True" and params["data.max_train_samples"] == "1000"
+        assert metrics["data/selection_rows"] == 5 and metrics["data/train_rows"] == 43  # all 48 but the 5
+        assert float(params["optimizer.lr"]) == task_lr[tags["ptexp.data"]][tags["ptexp.method"]]
