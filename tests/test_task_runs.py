@@ -122,4 +122,4 @@ def test_glue_compare_sweeps_tasks_and_methods_with_their_primary_metrics(tmp_pa
         assert f"eval/{primary}" in metrics and f"selection/best_{primary}" in metrics
         assert params["trainer.select_best"] == "True" and params["data.max_train_samples"] == "1000"
         assert metrics["data/selection_rows"] == 5 and metrics["data/train_rows"] == 43  # all 48 but the 5
-        assert float(params["optimizer.lr"]) == task_lr[tags["ptexp.data"]][tags["ptexp.method"]]
+        assert float(params["optimizer.lr"]) == float(task_lr[tags["ptexp.data"]][tags["ptexp.method"]])
