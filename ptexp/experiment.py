@@ -40,22 +40,19 @@ def prepare_config(cfg: DictConfig) -> None:
 def use_method_epochs(cfg: DictConfig) -> None:
     """Take this method's ``trainer.method_epochs`` as ``trainer.epochs``, and this task's and method's
     ``optimizer.task_lr`` as ``optimizer.lr``, so params, checkpoints and adapters record what runs."""
-    epochs = cfg.trainer.method_epochs.get(cfg.method.name)
-    if epochs is not None and epochs != cfg.trainer.epochs:
-        print(
-            f"[ptexp] note: trainer.method_epochs.{cfg.method.name}={epochs:g} replaces trainer.epochs="
-            f"{cfg.trainer.epochs:g} for this method",
-            file=sys.stderr,
-        )
-        cfg.trainer.epochs = epochs
-    lr = cfg.optimizer.task_lr.get(cfg.data.name, {}).get(cfg.method.name)
-    if lr is not None and lr != cfg.optimizer.lr:
-        print(
-            f"[ptexp] note: optimizer.task_lr.{cfg.data.name}.{cfg.method.name}={lr:g} replaces optimizer.lr="
-            f"{cfg.optimizer.lr:g} for this task and method",
-            file=sys.stderr,
-        )
-        cfg.optimizer.lr = lr
+    method, task = cfg.method.name, cfg.data.name
+    _replace(cfg, "trainer.epochs", cfg.trainer.method_epochs.get(method), f"trainer.method_epochs.{method}",
+             "this method")  # fmt: skip
+    _replace(cfg, "optimizer.lr", cfg.optimizer.task_lr.get(task, {}).get(method), f"optimizer.task_lr.{task}.{method}",
+             "this task and method")  # fmt: skip
+
+
+def _replace(cfg: DictConfig, key: str, value: float | None, source: str, scope: str) -> None:
+    """``cfg.<key> = value`` (with a note naming ``source``) when ``value`` is set and differs."""
+    old = OmegaConf.select(cfg, key)
+    if value is not None and value != old:
+        print(f"[ptexp] note: {source}={value:g} replaces {key}={old:g} for {scope}", file=sys.stderr)
+        OmegaConf.update(cfg, key, value)
 
 
 @dataclass
