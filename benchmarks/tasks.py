@@ -87,14 +87,15 @@ def selection_rows(name: str, args: argparse.Namespace) -> int:
 
 
 def finished_seeds(name: str, method: str, lr: float | None, args: argparse.Namespace) -> dict[int, object]:
-    """seed -> the finished run of ``method`` at ``lr`` (None: conf/method's) with this invocation's rows and epochs,
-    so that an interrupted benchmark resumes where it stopped."""
+    """seed -> the finished run of ``method`` at ``lr`` (None: conf/method's) with this invocation's rows, selection
+    rows and epochs, so that an interrupted benchmark resumes where it stopped."""
     rows = str(args.train_rows or TASKS[name].train_rows)
     epochs = max(args.epochs, MIN_EPOCHS.get(method, 0.0))
     found = {}
     for run in finished_runs(args.output_root, f"{args.experiment}-{name}"):
         p = run.data.params
         if (run.data.tags.get("ptexp.method") == method and p.get("data.max_train_samples") == rows
+                and p.get("data.selection_rows") == str(selection_rows(name, args))
                 and float(p.get("trainer.epochs", "nan")) == epochs
                 and (lr is None or float(p["optimizer.lr"]) == lr)):  # fmt: skip
             found[int(p["seed"])] = run
@@ -132,7 +133,7 @@ def choose(name: str, method: str, args: argparse.Namespace, chosen: dict) -> di
                 "label": recipe_label(method, run.data.params),
             }
         )
-    budget = chosen["full"]["train_s"] if "full" in chosen else float("inf")  # fmt: skip
+    budget = chosen["full"]["train_s"] if "full" in chosen else float("inf")
     within = [s for s in scored if s["train_s"] <= budget]
     pick = max(within, key=lambda s: s["selection"]) if within else min(scored, key=lambda s: s["train_s"])
     return pick | {"tried": {f"{s['lr']:g}": round(s["selection"], 4) for s in scored}}
@@ -155,7 +156,8 @@ def run_peer(name: str, method: str, seed: int, args: argparse.Namespace) -> Non
     rows = args.train_rows or task.train_rows
     done = [r for r in finished_runs(args.output_root, f"{args.experiment}-{name}")
             if r.data.tags.get("ptexp.method") == method and r.data.params.get("seed") == str(seed)
-            and r.data.params.get("data.max_train_samples") == str(rows)]  # fmt: skip
+            and r.data.params.get("data.max_train_samples") == str(rows)
+            and r.data.params.get("data.selection_rows") == str(selection_rows(name, args))]  # fmt: skip
     if done:
         return
     cmd = [
