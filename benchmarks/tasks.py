@@ -72,7 +72,7 @@ def ptexp_overrides(name: str, args: argparse.Namespace, method: str) -> list[st
     root, MLflow experiment, check limits."""
     task = TASKS[name]
     rows = args.train_rows or task.train_rows
-    epochs = max(args.epochs, MIN_EPOCHS.get(method, 0.0))
+    epochs = method_epochs(method, args)
     return [
         f"data={task.preset}", f"data.data_dir={task.data_dir}", *([f"data.max_train_samples={rows}"] if rows else []),
         f"data.selection_rows={selection_rows(name, args)}", "trainer.select_best=true", f"trainer.epochs={epochs:g}",
@@ -86,26 +86,29 @@ def selection_rows(name: str, args: argparse.Namespace) -> int:
     return args.selection_rows or TASKS[name].select_rows
 
 
-def finished_seeds(name: str, method: str, lr: float | None, args: argparse.Namespace) -> dict[int, object]:
-    """seed -> the finished run of ``method`` at ``lr`` (None: conf/method's) with this invocation's rows, selection
-    rows and epochs, so that an interrupted benchmark resumes where it stopped."""
-    rows = str(args.train_rows or TASKS[name].train_rows)
-    epochs = max(args.epochs, MIN_EPOCHS.get(method, 0.0))
+def finished(name: str, method: str, epochs: float, args: argparse.Namespace) -> dict[tuple[float, int], object]:
+    """(learning rate, seed) -> the finished run of ``method`` (ptexp's or a peer's) with this invocation's rows,
+    selection rows and ``epochs``, read from MLflow once, so that an interrupted benchmark resumes where it stopped."""
+    rows, held_out = str(args.train_rows or TASKS[name].train_rows), str(selection_rows(name, args))
     found = {}
     for run in finished_runs(args.output_root, f"{args.experiment}-{name}"):
         p = run.data.params
         if (run.data.tags.get("ptexp.method") == method and p.get("data.max_train_samples") == rows
-                and p.get("data.selection_rows") == str(selection_rows(name, args))
-                and float(p.get("trainer.epochs", "nan")) == epochs
-                and (lr is None or float(p["optimizer.lr"]) == lr)):  # fmt: skip
-            found[int(p["seed"])] = run
+                and p.get("data.selection_rows") == held_out
+                and float(p.get("trainer.epochs", "nan")) == epochs):  # fmt: skip
+            found[(float(p["optimizer.lr"]), int(p["seed"]))] = run
     return found
+
+
+def method_epochs(method: str, args: argparse.Namespace) -> float:
+    return max(args.epochs, MIN_EPOCHS.get(method, 0.0))
 
 
 def run_jobs(name: str, method: str, jobs: list[tuple[float | None, int]], args: argparse.Namespace) -> None:
     """One ptexp sweep over the (learning rate, seed) jobs of ``method`` that have no finished run yet (lr None:
     conf/method's)."""
-    todo = [(lr, seed) for lr, seed in jobs if seed not in finished_seeds(name, method, lr, args)]
+    done = finished(name, method, method_epochs(method, args), args)
+    todo = [(lr, seed) for lr, seed in jobs if not any(s == seed and lr in (None, rate) for rate, s in done)]
     if not todo:
         return
     lrs, seeds = sorted({lr for lr, _ in todo}, key=str), sorted({seed for _, seed in todo})
@@ -122,9 +125,9 @@ def choose(name: str, method: str, args: argparse.Namespace, chosen: dict) -> di
     """The grid's best learning rate on the selection split (seed 1's ``selection/best_<metric>``). Prefix and
     LoRA: the best at or under full's train time, else the fastest."""
     metric = TASKS[name].metric
-    scored = []
+    scored, done = [], finished(name, method, method_epochs(method, args), args)
     for lr in grid(method, args):
-        run = finished_seeds(name, method, lr, args)[1]
+        run = done[(lr, 1)]
         scored.append(
             {
                 "lr": lr,
@@ -154,16 +157,13 @@ def recipe_label(method: str, params: dict) -> str:
 def run_peer(name: str, method: str, seed: int, args: argparse.Namespace) -> None:
     task = TASKS[name]
     rows = args.train_rows or task.train_rows
-    done = [r for r in finished_runs(args.output_root, f"{args.experiment}-{name}")
-            if r.data.tags.get("ptexp.method") == method and r.data.params.get("seed") == str(seed)
-            and r.data.params.get("data.max_train_samples") == str(rows)
-            and r.data.params.get("data.selection_rows") == str(selection_rows(name, args))]  # fmt: skip
-    if done:
+    epochs = PEER_RECIPE["epochs"] if args.peer_epochs is None else args.peer_epochs
+    if (PEER_RECIPE["lr"], seed) in finished(name, method, epochs, args):
         return
     cmd = [
         sys.executable, str(ROOT / "benchmarks" / "hf_peer.py"), "--task", name, "--data-dir", str(task.data_dir),
         "--metric", task.metric, "--method", method, "--seed", str(seed), "--lr", f"{PEER_RECIPE['lr']:g}",
-        "--epochs", f"{PEER_RECIPE['epochs'] if args.peer_epochs is None else args.peer_epochs:g}",
+        "--epochs", f"{epochs:g}",
         "--output-root", str(args.output_root), "--experiment", f"{args.experiment}-{name}",
         "--selection-rows", str(selection_rows(name, args)), *(["--train-rows", str(rows)] if rows else []),
         *(["--max-steps", str(args.max_steps)] if args.max_steps else []),

@@ -7,7 +7,17 @@ import json
 import random
 
 from common import finished_runs, markdown_table, mean_std, store_uri
-from tasks import MAIN_METHODS, MIN_EPOCHS, OTHER_METHODS, PEER_RECIPE, PEERS, TASKS, grid, recipe_label, selection_rows
+from tasks import (
+    MAIN_METHODS,
+    OTHER_METHODS,
+    PEER_RECIPE,
+    PEERS,
+    TASKS,
+    grid,
+    method_epochs,
+    recipe_label,
+    selection_rows,
+)
 
 ORDER = [*MAIN_METHODS, *OTHER_METHODS, *PEERS]  # the table's row order
 
@@ -209,8 +219,7 @@ def plan(args: argparse.Namespace) -> None:
         epoch, evals = scale * (g_tok + FIXED_TOKENS * g_steps), scale * EVAL_COST * (dev_tokens + selection_tokens)
         runs = {m: len(grid(m, args)) + args.seeds - 1 if m in MAIN_METHODS else args.other_seeds for m in args.methods}
         ptexp_s = sum(
-            count * (START_S + (METHOD_COST[m] * epoch + evals) * max(args.epochs, MIN_EPOCHS.get(m, 0.0)))
-            for m, count in runs.items()
+            count * (START_S + (METHOD_COST[m] * epoch + evals) * method_epochs(m, args)) for m, count in runs.items()
         )
         peer_epoch = scale * (g_tok + r_tok + FIXED_TOKENS * (g_steps + r_steps))  # both samplers
         peer_epochs = PEER_RECIPE["epochs"] if args.peer_epochs is None else args.peer_epochs
