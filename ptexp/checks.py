@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,19 +16,31 @@ from ptexp.errors import UserError
 
 def folder_problem(folder: str) -> str | None:
     """Why ``folder`` cannot be made (e.g. under /proc, or a file in the way), or None. Creates the folders it
-    lacks and removes them again, so that nothing is left behind."""
-    path, made = Path(folder).expanduser().absolute(), []
-    try:
-        for parent in [*reversed(path.parents), path]:
-            if not parent.exists():
-                parent.mkdir()
-                made.append(parent)
-    except OSError as err:
-        return f"cannot create {folder!r} ({err.strerror or type(err).__name__})"
-    finally:
-        for parent in reversed(made):
-            parent.rmdir()
-    return None
+    lacks and removes them again, so that nothing is left behind. Safe when several processes (torchrun's ranks)
+    check the same folder at once: a folder another one made first counts as made, and one removed under it by
+    another's clean-up makes it try again; an empty folder on the path that another was still using may stay."""
+    path = Path(folder).expanduser().absolute()
+    for _attempt in range(20):
+        made: list[Path] = []
+        try:
+            for parent in [*reversed(path.parents), path]:
+                try:
+                    parent.mkdir()
+                    made.append(parent)
+                except FileExistsError:
+                    # one stat: FileNotFoundError if another made and removed it just now (then try again)
+                    if not stat.S_ISDIR(parent.stat().st_mode):
+                        return f"cannot create {folder!r} ({parent} is a file)"
+            return None
+        except FileNotFoundError:
+            continue  # another process's clean-up removed a folder above this one just now
+        except OSError as err:
+            return f"cannot create {folder!r} ({err.strerror or type(err).__name__})"
+        finally:
+            for parent in reversed(made):
+                with contextlib.suppress(OSError):  # another process is using it (or removed it) just now
+                    parent.rmdir()
+    return f"cannot create {folder!r} (the folders above it kept disappearing)"
 
 
 def validate_trainer_and_tracking(cfg: DictConfig) -> None:

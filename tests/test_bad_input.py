@@ -220,3 +220,31 @@ def test_bad_input_exits_2_fast_with_one_short_line_and_leaves_nothing(outcomes,
 
 def test_at_least_twenty_bad_inputs_run_in_the_default_suite():
     assert len(CASES) - len(SLOW) >= 20 and SLOW.issubset(CASES)
+
+
+def _check_after_barrier(args: tuple[str, object]) -> str | None:
+    from ptexp.checks import folder_problem
+
+    folder, barrier = args
+    barrier.wait()
+    return folder_problem(folder)
+
+
+def test_the_folder_check_holds_when_processes_race_on_the_same_new_folder(tmp_path):
+    # torchrun's ranks check output_root at the same moment; CI once saw rank 0 fail with "File exists"
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    with ctx.Manager() as manager, ctx.Pool(8) as pool:
+        for round_ in range(10):
+            barrier = manager.Barrier(8)
+            folder = str(tmp_path / f"r{round_}" / "a" / "b")
+            assert pool.map(_check_after_barrier, [(folder, barrier)] * 8) == [None] * 8
+            left = [p for p in (tmp_path / f"r{round_}").rglob("*") if p.is_file()]
+            assert left == []  # at most empty folders on the path (the run makes it next anyway)
+    (tmp_path / "file").write_text("x")
+    from ptexp.checks import folder_problem
+
+    blocked = tmp_path / "file" / "sub"
+    assert folder_problem(str(blocked)) == f"cannot create {str(blocked)!r} ({tmp_path / 'file'} is a file)"
+    assert folder_problem(str(tmp_path / "new" / "sub")) is None and not (tmp_path / "new").exists()
