@@ -8,11 +8,13 @@ import random
 
 from common import finished_runs, markdown_table, mean_std, store_uri
 from tasks import (
+    LONGER,
     MAIN_METHODS,
     OTHER_METHODS,
     PEER_RECIPE,
     PEERS,
     TASKS,
+    TIME_SHARE,
     grid,
     method_epochs,
     recipe_label,
@@ -221,6 +223,9 @@ def plan(args: argparse.Namespace) -> None:
         ptexp_s = sum(
             count * (START_S + (METHOD_COST[m] * epoch + evals) * method_epochs(m, args)) for m, count in runs.items()
         )
+        if not (args.quick or args.max_steps):  # LONGER's second grid, each run at most TIME_SHARE x full's time
+            full_s = START_S + (epoch + evals) * method_epochs("full", args)
+            ptexp_s += sum(len(grid(m, args)) * TIME_SHARE * full_s for m in LONGER if m in args.methods)
         peer_epoch = scale * (g_tok + r_tok + FIXED_TOKENS * (g_steps + r_steps))  # both samplers
         peer_epochs = PEER_RECIPE["epochs"] if args.peer_epochs is None else args.peer_epochs
         peer_s = args.peers * args.seeds * (2 * START_S + peer_epochs * peer_epoch + 2 * evals / 3)

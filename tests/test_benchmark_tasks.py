@@ -64,3 +64,13 @@ def test_one_invocation_chooses_runs_reports_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "$ python -m ptexp" not in again.stdout and "$ hf_peer.py" not in again.stdout
     assert (tmp_path / "tasks-quick.md").read_text() == table
+
+
+def test_the_longer_budget_is_the_most_whole_epochs_within_nine_tenths_of_fulls_time():
+    from tasks import epochs_within
+
+    # SST-2's measured seconds at 1,000 rows: full 33 s; prefix 12.5 s for 3 epochs -> 7 epochs (29 s <= 29.7 s)
+    assert epochs_within(33.0, 12.5 / 3, 3.0) == 7.0
+    assert 7 * 12.5 / 3 <= 0.9 * 33.0 < 8 * 12.5 / 3
+    assert epochs_within(94.0, 66.0 / 3, 3.0) is None  # RTE: 3 epochs already take 0.7x full's time
+    assert epochs_within(30.0, 10.0, 3.0) is None  # exactly the base: nothing longer to try
