@@ -52,8 +52,10 @@ def validate_trainer_and_tracking(cfg: DictConfig) -> None:
 
     t = cfg.trainer
     need(t.epochs > 0, "trainer.epochs", f"{t.epochs}", "a number > 0, e.g. 3 or 1.5")
-    for method, epochs in t.method_epochs.items():
-        need(epochs > 0, f"trainer.method_epochs.{method}", f"{epochs}", "a number > 0, e.g. 3 or 1.5")
+    per_method = {f"trainer.method_epochs.{m}": e for m, e in t.method_epochs.items()}
+    per_task = {f"trainer.task_epochs.{task}.{m}": e for task, by in t.task_epochs.items() for m, e in by.items()}
+    for key, epochs in (per_method | per_task).items():
+        need(epochs > 0, key, f"{epochs}", "a number > 0, e.g. 3 or 1.5")
     need(t.max_steps is None or t.max_steps >= 1, "trainer.max_steps", f"{t.max_steps}", "null or >= 1")
     need(t.batch_size >= 1, "trainer.batch_size", f"{t.batch_size}", "an integer >= 1")
     need(t.eval_batch_size >= 1, "trainer.eval_batch_size", f"{t.eval_batch_size}", "an integer >= 1")
@@ -129,6 +131,9 @@ def validate(cfg: DictConfig, methods: Mapping[str, Any]) -> None:
     validate_trainer_and_tracking(cfg)
     for method in cfg.trainer.method_epochs:
         need(method in methods, f"trainer.method_epochs.{method}", "unknown method", ", ".join(methods))
+    for task, by_method in cfg.trainer.task_epochs.items():
+        for method in by_method:
+            need(method in methods, f"trainer.task_epochs.{task}.{method}", "unknown method", ", ".join(methods))
     o, d = cfg.optimizer, cfg.data
     need(o.lr > 0, "optimizer.lr", f"{o.lr}", "a positive float such as 3e-5")
     for task, rates in o.task_lr.items():

@@ -188,6 +188,8 @@ class TrainerConfig:
     epochs: float = 3  # may be fractional: 1.5 = one epoch and the first half of the next (steps rounded up)
     # per-method epochs over ``epochs``, for a sweep across methods with a recipe each (experiment=sst2_compare)
     method_epochs: dict[str, float] = field(default_factory=dict)
+    # {data.name: {method: epochs}}: over ``epochs`` and ``method_epochs`` for that task and method (glue_compare)
+    task_epochs: dict[str, dict[str, float]] = field(default_factory=dict)
     max_steps: int | None = None  # when set, overrides epochs
     batch_size: int = 32
     group_by_length: bool = True  # batches of similar length (less padding); false: plain shuffling

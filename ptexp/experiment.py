@@ -38,11 +38,14 @@ def prepare_config(cfg: DictConfig) -> None:
 
 
 def use_method_epochs(cfg: DictConfig) -> None:
-    """Take this method's ``trainer.method_epochs`` as ``trainer.epochs``, and this task's and method's
-    ``optimizer.task_lr`` as ``optimizer.lr``, so params, checkpoints and adapters record what runs."""
+    """Take this method's ``trainer.method_epochs`` as ``trainer.epochs`` (then this task's and method's
+    ``trainer.task_epochs``), and this task's and method's ``optimizer.task_lr`` as ``optimizer.lr``, so params,
+    checkpoints and adapters record what runs."""
     method, task = cfg.method.name, cfg.data.name
     _replace(cfg, "trainer.epochs", cfg.trainer.method_epochs.get(method), f"trainer.method_epochs.{method}",
              "this method")  # fmt: skip
+    _replace(cfg, "trainer.epochs", cfg.trainer.task_epochs.get(task, {}).get(method),
+             f"trainer.task_epochs.{task}.{method}", "this task and method")  # fmt: skip
     _replace(cfg, "optimizer.lr", cfg.optimizer.task_lr.get(task, {}).get(method), f"optimizer.task_lr.{task}.{method}",
              "this task and method")  # fmt: skip
 

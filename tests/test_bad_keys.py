@@ -103,6 +103,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     # trainer
     "trainer.epochs": (["trainer.epochs=0"], ["trainer.epochs", "> 0"]),
     "trainer.method_epochs": (["+trainer.method_epochs.nope=1"], ["trainer.method_epochs.nope", "unknown method"]),
+    "trainer.task_epochs": (["+trainer.task_epochs.sst2.nope=1"], ["trainer.task_epochs.sst2.nope", "unknown method"]),
     "trainer.max_steps": (["trainer.max_steps=0"], ["trainer.max_steps", ">= 1"]),
     "trainer.batch_size": (["trainer.batch_size=0"], ["trainer.batch_size", ">= 1"]),
     "trainer.group_by_length": (["trainer.group_by_length=maybe"], ["trainer.group_by_length", "true or false"]),

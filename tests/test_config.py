@@ -93,6 +93,8 @@ def test_unknown_key_fails_while_composing():
         ("+trainer.method_epochs.prefixx=2", "trainer.method_epochs.prefixx"),
         ("+optimizer.task_lr.glue_rte.prefix=-1", "optimizer.task_lr.glue_rte.prefix"),
         ("+optimizer.task_lr.glue_rte.prefixx=1e-3", "optimizer.task_lr.glue_rte.prefixx"),
+        ("+trainer.task_epochs.glue_rte.prefix=0", "trainer.task_epochs.glue_rte.prefix"),
+        ("+trainer.task_epochs.glue_rte.prefixx=2", "trainer.task_epochs.glue_rte.prefixx"),
     ],
 )
 def test_cross_checks_name_the_key(override, key):
@@ -148,3 +150,14 @@ def test_task_lr_replaces_the_learning_rate_of_that_task_and_method_only(capsys)
         assert cfg.optimizer.lr == pytest.approx(expected)
         noted = "optimizer.task_lr.glue_rte.prefix=0.05 replaces optimizer.lr=0.02" in capsys.readouterr().err
         assert noted == (expected == 0.05)
+
+
+def test_task_epochs_replaces_the_epochs_of_that_task_and_method_over_method_epochs(capsys):
+    over = ["trainer.epochs=3", "+trainer.method_epochs.prefix=5", "+trainer.task_epochs.glue_rte.prefix=7"]
+    for data, method, expected in (("glue_rte", "prefix", 7), ("glue_mrpc", "prefix", 5), ("glue_rte", "full", 3)):
+        cfg = make_config(f"data={data}", f"method={method}", "data.data_dir=/data", *over)
+        prepare_config(cfg)
+        use_method_epochs(cfg)
+        assert cfg.trainer.epochs == expected
+        noted = "trainer.task_epochs.glue_rte.prefix=7 replaces trainer.epochs=5" in capsys.readouterr().err
+        assert noted == (expected == 7)
