@@ -57,6 +57,7 @@ def test_one_invocation_chooses_runs_reports_and_resumes(tmp_path):
                 "hf_trainer, lr 2e-05, 2 steps", "hf_trainer_grouped, lr 2e-05, 2 steps"):  # fmt: skip
         assert row in table, table
     assert table.count("PASS") + table.count("MISS") == 4
+    assert "tasks-quick_time_score.png" in table and (tmp_path / "tasks-quick_time_score.png").stat().st_size > 10_000
     recipes = json.loads((tmp_path / "tasks-quick_recipes.json").read_text())
     assert {m: recipes["rte"][m]["lr"] for m in ("full", "prefix", "lora")} == {"full": 2e-4, "prefix": 2e-2,
                                                                                 "lora": 2e-3}  # fmt: skip
@@ -74,3 +75,15 @@ def test_the_longer_budget_is_the_most_whole_epochs_within_nine_tenths_of_fulls_
     assert 7 * 12.5 / 3 <= 0.9 * 33.0 < 8 * 12.5 / 3
     assert epochs_within(94.0, 66.0 / 3, 3.0) is None  # RTE: 3 epochs already take 0.7x full's time
     assert epochs_within(30.0, 10.0, 3.0) is None  # exactly the base: nothing longer to try
+
+
+def test_time_ratios_pair_each_seed_with_the_same_seed():
+    from tasks_report import time_ratio
+
+    # seed 1 timed on a fast day, seeds 2 and 3 on a slow one: each seed's ratio is 0.5, the ratio of means is not
+    full = {"seconds": {1: 30.0, 2: 40.0, 3: 40.0}, "train_s": 110 / 3}
+    peer = {"seconds": {1: 60.0, 2: 80.0, 3: 80.0}, "train_s": 220 / 3}
+    grid_point = {"seconds": {1: 15.0}, "train_s": 15.0}
+    assert time_ratio(full, peer) == pytest.approx(0.5)
+    assert time_ratio(grid_point, full) == pytest.approx(0.5)  # paired with full's seed 1 only
+    assert time_ratio({"seconds": {4: 10.0}, "train_s": 10.0}, full) == pytest.approx(10 / (110 / 3))  # no common seed
