@@ -135,11 +135,12 @@ def task_markdown(name: str, table: dict[str, dict], args: argparse.Namespace, c
 
 
 def overview_cell(row: dict | None, full: dict | None) -> str:
-    """``score (gap to full) [seeds]``, x100; no gap without ``full``."""
+    """``mean ± std (gap to full) [seeds]``, x100; no std for one seed, no gap without ``full``."""
     if row is None:
         return "n/a"
+    spread = f" ± {100 * row['std']:.1f}" if row["seeds"] > 1 else ""
     gap = f" ({100 * (row['mean'] - full['mean']):+.1f})" if full else ""
-    return f"{100 * row['mean']:.1f}{gap} [{row['seeds']}]"
+    return f"{100 * row['mean']:.1f}{spread}{gap} [{row['seeds']}]"
 
 
 def overview(tables: dict[str, dict], recipes: dict) -> str:
