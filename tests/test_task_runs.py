@@ -111,7 +111,8 @@ def test_glue_compare_sweeps_tasks_and_methods_with_their_primary_metrics(tmp_pa
         "method=full,prefix", "seed=1", "trainer.epochs=2", "trainer.progress=false", "data.max_length=32",
         "data.selection_rows=5", f"output_root={out}",
     )  # fmt: skip
-    task_lr = OmegaConf.load(Path(CONF_DIR) / "experiment" / "glue_compare.yaml").optimizer.task_lr
+    preset = OmegaConf.load(Path(CONF_DIR) / "experiment" / "glue_compare.yaml")
+    task_lr, task_epochs = preset.optimizer.task_lr, preset.trainer.task_epochs
     assert proc.returncode == 0, proc.stderr[-3000:]
     children = [r for r in runs_in(out / "mlflow.db") if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
@@ -123,3 +124,5 @@ def test_glue_compare_sweeps_tasks_and_methods_with_their_primary_metrics(tmp_pa
         assert params["trainer.select_best"] == "True" and params["data.max_train_samples"] == "1000"
         assert metrics["data/selection_rows"] == 5 and metrics["data/train_rows"] == 43  # all 48 but the 5
         assert float(params["optimizer.lr"]) == float(task_lr[tags["ptexp.data"]][tags["ptexp.method"]])
+        epochs = task_epochs.get(tags["ptexp.data"], {}).get(tags["ptexp.method"], 2)  # else the command line's 2
+        assert float(params["trainer.epochs"]) == epochs
