@@ -205,8 +205,8 @@ def run_peer(name: str, method: str, seed: int, args: argparse.Namespace) -> Non
 
 def run_task(name: str, args: argparse.Namespace) -> dict:
     """Full, prefix, LoRA: every GRID learning rate with seed 1 (prefix, LoRA: also at ``longer_epochs``), the best
-    on the selection split with seeds 2..N;
-    the other methods with their default learning rate; then the peers. Returns {method: chosen recipe}."""
+    on the selection split with seeds 2..N; the other methods with their default learning rate; then the peers.
+    Returns {method: chosen recipe}."""
     chosen: dict = {}
     for method in [m for m in MAIN_METHODS if m in args.methods]:
         budgets = [method_epochs(method, args)]
