@@ -57,8 +57,9 @@ def use_tf32(precision: Precision | str, device: torch.device) -> bool:
 
 
 def fused_optimizer(cfg: OptimizerConfig, device: torch.device) -> bool:
-    """Adam(W) with ``fused=True`` on CUDA: one kernel for the whole update."""
-    return device.type == "cuda" and cfg.name in (OptimizerName.adamw, OptimizerName.adam)
+    """Adam(W) with ``fused=True`` on CUDA and CPU: one kernel for the whole update (on CPU, measured by
+    benchmarks/optimizer_step.py, about 10x faster per step than torch's default on MiniLM; HF Trainer's default)."""
+    return device.type in ("cuda", "cpu") and cfg.name in (OptimizerName.adamw, OptimizerName.adam)
 
 
 def wants_fast_dropout(setting: bool | None, device: torch.device) -> bool:

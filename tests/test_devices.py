@@ -49,7 +49,7 @@ def test_bf16_on_cpu_trains_with_a_finite_loss_and_logs_the_precision(tiny_confi
     assert run.info.status == "FINISHED"
     tags = run.data.tags
     assert tags["ptexp.precision"] == "bf16" and tags["ptexp.tf32"] == "false"
-    assert tags["ptexp.fused_optimizer"] == "false" and tags["ptexp.compile"] == "false"
+    assert tags["ptexp.fused_optimizer"] == "true" and tags["ptexp.compile"] == "false"  # AdamW, fused on CPU too
     assert run.data.params["trainer.precision"] == "bf16"
     with real(torch.bfloat16, CPU):  # what the autocast the trainer enters does to a matmul
         assert nn.Linear(4, 4)(torch.ones(2, 4)).dtype == torch.bfloat16
@@ -129,10 +129,11 @@ def test_precision_choices_on_cpu():
     assert not any(use_tf32(p, CPU) for p in ("auto", "fp32", "bf16"))
 
 
-def test_fused_adamw_on_cuda_only_and_the_fused_optimizer_steps():
+def test_fused_adam_on_cuda_and_cpu_and_the_fused_optimizer_steps():
     adamw, sgd = OptimizerConfig(name=OptimizerName.adamw), OptimizerConfig(name=OptimizerName.sgd)
     assert fused_optimizer(adamw, CUDA) and fused_optimizer(OptimizerConfig(name=OptimizerName.adam), CUDA)
-    assert not fused_optimizer(adamw, CPU) and not fused_optimizer(sgd, CUDA)
+    assert fused_optimizer(adamw, CPU) and not fused_optimizer(sgd, CUDA) and not fused_optimizer(sgd, CPU)
+    assert not fused_optimizer(adamw, torch.device("meta"))
     model = nn.Linear(3, 2)
     optimizer = make_optimizer(model, adamw, fused=True)  # torch's fused AdamW also runs on CPU: same call
     assert all(group["fused"] for group in optimizer.param_groups)
