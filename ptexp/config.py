@@ -220,6 +220,32 @@ class TrackingConfig:
     artifact_root: str | None = None  # default: <output_root>/mlartifacts, for new experiments
     experiment: str = "ptexp"
     run_name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)  # extra MLflow tags of the run (a study's job: study_key)
+
+
+class BudgetRule(str, Enum):
+    time = "time"  # a recipe's train seconds <= factor x the reference method's chosen recipe's
+    steps = "steps"  # a recipe's optimizer steps <= factor x the reference method's chosen recipe's
+    none = "none"  # no budget: every recipe of the grid competes
+
+
+@dataclass
+class BudgetConfig:
+    rule: BudgetRule = BudgetRule.time
+    factor: float = 1.0
+    reference: str = "full"  # the method (a cell's method.name) whose chosen recipe sets each task's budget
+    fill: bool = False  # also run the grid at the most whole epochs that fit the budget (rule=time)
+
+
+@dataclass
+class StudyConfig:
+    """``python -m ptexp.study``: a recipe grid per (task, model, method) cell on the selection split, then seeds."""
+
+    grid: dict[str, list[Any]] = field(default_factory=dict)  # config key -> values tried, e.g. optimizer.lr
+    method_grid: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # method -> key -> values (wins)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])  # the grid runs with the first
+    name: str | None = None  # the study parent run's name
 
 
 @dataclass
@@ -235,6 +261,7 @@ class Config:
     prompt: PromptOptions | None = None  # set by conf/method/prompt.yaml
     lora: LoraOptions | None = None  # set by conf/method/lora.yaml
     ia3: IA3Options | None = None  # set by conf/method/ia3.yaml
+    study: StudyConfig = field(default_factory=StudyConfig)  # read by python -m ptexp.study only
     seed: int = 42
     output_root: str = "outputs"
 

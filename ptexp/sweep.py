@@ -19,6 +19,7 @@ from ptexp.errors import UserError
 from ptexp.store import connect, short, tracking_uri
 
 PARENT_RUN_ENV = "PTEXP_PARENT_RUN_ID"  # the parent run's id, for the jobs of the sweep
+STAGE_RUN_ENV = "PTEXP_STAGE_RUN_ID"  # set by python -m ptexp.study: the stage's parent run, which the study closes
 # conf/hydra/launcher/joblib.yaml has the name of the plugin's schema, so Hydra checks it against that (intended:
 # same keys) and warns on every composition. Silenced here too because joblib workers import this module (the
 # sweep callback travels with the job) before they compose their config.
@@ -38,6 +39,9 @@ class SweepParentCallback(Callback):
             print("error: -m: a sweep cannot run under torchrun; valid: one torchrun command per run", file=sys.stderr)
             raise SystemExit(2)
         if not config.tracking.enabled:
+            return
+        if os.environ.get(STAGE_RUN_ENV):  # a sweep of a study: its jobs go under the study's stage run
+            os.environ[PARENT_RUN_ENV] = os.environ[STAGE_RUN_ENV]
             return
         try:
             self.client, experiment_id = connect(config)

@@ -236,9 +236,10 @@ class NullTracker:
 
 
 def config_params(cfg: DictConfig) -> dict[str, str]:
-    """The flattened, resolved config (without Hydra's own node) as MLflow params."""
+    """The flattened, resolved config (without Hydra's own node and the study section) as MLflow params."""
     container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     container.pop("hydra", None)
+    container.pop("study", None)  # the study's settings, not the run's (python -m ptexp.study)
     return flatten(container)
 
 

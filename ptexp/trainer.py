@@ -267,6 +267,7 @@ def run_tags(
         "ptexp.compile": str(bool(cfg.trainer.compile)).lower(),
         "ptexp.fast_dropout": str(wants_fast_dropout(cfg.trainer.fast_dropout, device)).lower(),
         "ptexp.world_size": str(dist.world),
+        **cfg.tracking.tags,
     }
     if dist.enabled:
         tags["ptexp.dist_backend"] = dist.backend

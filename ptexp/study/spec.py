@@ -1,0 +1,178 @@
+"""A study's cells and jobs, composed the way ``python -m ptexp -m`` composes a sweep's jobs (no torch).
+
+The cells are the sweep axes of the composed config (``hydra.sweeper.params``, e.g. an experiment preset's
+``model``, ``data``, ``method``) with the command line's comma-separated values over them; ``seed`` is no axis
+(``study.seeds`` gives the seeds). Each cell is composed once; a job is a cell, a recipe (a point of the grid) and
+a seed, set on a copy of the cell's config, so that its MLflow params can be predicted without running it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from ptexp.config import CONF_DIR
+from ptexp.tracking import config_params
+
+GROUPS = frozenset(d.name for d in CONF_DIR.iterdir() if d.is_dir())
+# Params that do not change what a run computes: left out of the study's key.
+JOB_TAG = "study_key"  # each job's run carries the study's key as this tag (a tracking.tags key: no dots)
+VOLATILE = ("tracking.", "output_root", "trainer.progress", "trainer.threads", "trainer.resume", "seed")
+
+
+def value_text(value: Any) -> str:
+    """A value as a Hydra override writes it (``true``, ``null``, ``[a,b]``, ``0.0002``)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(value_text(v) for v in value) + "]"
+    return str(value)
+
+
+@dataclass(frozen=True, eq=False)
+class Cell:
+    """One (task, model, method, ...) combination of the sweep axes, with its composed config."""
+
+    axes: tuple[tuple[str, str], ...]  # (key, value) per sweep axis, e.g. (("data", "sst2"), ("method", "full"))
+    cfg: DictConfig
+
+    @property
+    def label(self) -> str:
+        return "/".join(value for _, value in self.axes) or self.method
+
+    @property
+    def method(self) -> str:
+        return str(self.cfg.method.name)
+
+    @property
+    def task(self) -> tuple[tuple[str, str], ...]:
+        """The axes but the method: the cells that share a budget."""
+        return tuple((key, value) for key, value in self.axes if key != "method")
+
+
+Recipe = tuple[tuple[str, Any], ...]  # (config key, value) per grid key, in the grid's order
+
+
+def recipe_label(recipe: Recipe) -> str:
+    return " ".join(f"{key}={value_text(value)}" for key, value in recipe)
+
+
+@dataclass(frozen=True)
+class Job:
+    cell: Cell
+    recipe: Recipe
+    seed: int
+
+    def assignment(self) -> dict[str, str]:
+        """What this job sets over the study's base overrides: the cell's axes, the recipe and the seed."""
+        return {**dict(self.cell.axes), **{k: value_text(v) for k, v in self.recipe}, "seed": str(self.seed)}
+
+    def identity(self) -> dict[str, str]:
+        """The MLflow params (and their values) by which this job's finished run is found among the study's."""
+        cfg = self.cell.cfg.copy()
+        for key, value in self.recipe:
+            OmegaConf.update(cfg, key, value, merge=False)
+        params = config_params(cfg)
+        keys = [f"{k}.name" if k in GROUPS else k for k, _ in self.cell.axes] + [k for k, _ in self.recipe]
+        return {**{k: params.get(k, "None") for k in keys}, "seed": str(self.seed)}
+
+
+def split_arguments(argv: list[str]) -> tuple[list[str], dict[str, list[str]], dict[str, Any]]:
+    """(plain overrides, sweep axes given as comma-separated values, the grids given whole). A grid
+    (``study.grid={optimizer.lr:[1e-4,2e-4]}``, ``study.method_grid.prefix={...}``) replaces the composed one:
+    Hydra would merge it into it, and refuses its dotted keys as new keys of a typed dict."""
+    parser, plain, axes, grids = OverridesParser.create(), [], {}, {}
+    for arg in argv:
+        override = parser.parse_override(arg)
+        if override.is_sweep_override():
+            axes[override.key_or_group] = list(override.sweep_string_iterator())
+        elif override.key_or_group.startswith(("study.grid", "study.method_grid")) and not arg.startswith(("+", "~")):
+            grids[override.key_or_group] = override.value()
+        else:
+            plain.append(arg)
+    return plain, axes, grids
+
+
+def set_grids(cfg: DictConfig, grids: dict[str, Any]) -> None:
+    for key, value in grids.items():
+        OmegaConf.update(cfg, key, value, merge=False)
+
+
+def compose_config(overrides: list[str], hydra: bool = False) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=hydra)
+
+
+def sweep_axes(cfg: DictConfig, given: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The composed config's sweep axes (``hydra.sweeper.params``) but ``seed``, with ``given`` over them."""
+    parser, axes = OverridesParser.create(), {}
+    for key, values in (OmegaConf.select(cfg, "hydra.sweeper.params") or {}).items():
+        override = parser.parse_override(f"{key}={values}")
+        axes[key] = list(override.sweep_string_iterator()) if override.is_sweep_override() else [str(values)]
+    axes.update(given)
+    axes.pop("seed", None)
+    return axes
+
+
+def compose_cells(base: list[str], axes: dict[str, list[str]], grids: dict[str, Any]) -> list[Cell]:
+    """One composed config per combination of the axes' values (the jobs' own settings applied: see job_overrides)."""
+    cells = []
+    for values in itertools.product(*axes.values()):
+        assigned = tuple(zip(axes, values, strict=True))
+        cfg = compose_config([*base, *(f"{k}={v}" for k, v in assigned)])
+        set_grids(cfg, grids)
+        with open_dict(cfg):
+            cfg.trainer.select_best = True
+            clear_recipe_tables(cfg, grid_keys(cfg.study, str(cfg.method.name)))
+        cells.append(Cell(assigned, cfg))
+    return cells
+
+
+def grid_keys(study: DictConfig, method: str) -> dict[str, list[Any]]:
+    """The grid of ``method``: ``study.grid`` with ``study.method_grid.<method>`` over it."""
+    grid = OmegaConf.to_container(study.grid, resolve=True)
+    grid.update(OmegaConf.to_container(study.method_grid, resolve=True).get(method, {}))
+    return grid
+
+
+def recipe_tables(grid: dict[str, list[Any]]) -> list[str]:
+    """The per-method / per-task recipe tables that would replace a grid key's value in a job (cleared)."""
+    tables = ["optimizer.task_lr"] if "optimizer.lr" in grid else []
+    return tables + (["trainer.method_epochs", "trainer.task_epochs"] if "trainer.epochs" in grid else [])
+
+
+def clear_recipe_tables(cfg: DictConfig, grid: dict[str, list[Any]]) -> None:
+    for key in recipe_tables(grid):
+        OmegaConf.update(cfg, key, {}, merge=False)
+
+
+def job_overrides(job: Job, study_key: str) -> list[str]:
+    """The study's own settings of each job: best epoch on the selection split, the grid's keys not replaced by a
+    recipe table, the study's tag."""
+    grid = grid_keys(job.cell.cfg.study, job.cell.method)
+    return ["trainer.select_best=true", *(f"{key}={{}}" for key in recipe_tables(grid)),
+            f"+tracking.tags.{JOB_TAG}={study_key}"]  # fmt: skip
+
+
+def grid_recipes(cell: Cell) -> list[Recipe]:
+    grid = grid_keys(cell.cfg.study, cell.method)
+    return [tuple(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+
+
+def study_key(cfg: DictConfig) -> str:
+    """The study's key: a hash of the base config's params (study settings, seeds and tracking left out), so that
+    a re-run of the same study (more seeds, a wider grid) finds its runs, and a changed one does not."""
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.pop("hydra", None)  # its sweep folders resolve only inside a job
+    params = {k: v for k, v in config_params(cfg).items() if not k.startswith(VOLATILE)}
+    return "s" + hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
