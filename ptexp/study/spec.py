@@ -103,8 +103,9 @@ def split_arguments(argv: list[str]) -> tuple[list[str], dict[str, list[str]], d
 
 
 def set_grids(cfg: DictConfig, grids: dict[str, Any]) -> None:
-    for key, value in grids.items():
-        OmegaConf.update(cfg, key, value, merge=False)
+    with open_dict(cfg):
+        for key, value in grids.items():
+            OmegaConf.update(cfg, key, value, merge=False)
 
 
 def compose_config(overrides: list[str], hydra: bool = False) -> DictConfig:

@@ -1,0 +1,190 @@
+"""``python -m ptexp.study``: the plan, bad input (in-process: one ``error:`` line, exit 2, nothing written), how
+the jobs are cut into Hydra sweeps and a recipe chosen within the budget; and (slow, real subprocesses) a study end
+to end on the tiny model, killed by SIGTERM after its first finished run and run again: it finishes without
+redoing a finished run and leaves no RUNNING run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ptexp.study.__main__ import main
+from ptexp.study.choose import Scored, budget_limit, choose, epochs_within, fill_recipes
+from ptexp.study.launch import blocks, sweep_overrides
+from ptexp.study.spec import Cell, Job
+from tests.conftest import ROOT, make_config, runs_in
+
+TINY = ["model=tiny", "trainer.progress=false", "data.max_train_samples=48", "data.selection_rows=24",
+        "data.max_eval_samples=32", "trainer.epochs=1"]  # fmt: skip
+GRID = "study.grid={optimizer.lr:[1e-3,1e-2],trainer.epochs:[1]}"
+
+
+def study(tmp_path: Path, *args: str) -> list[str]:
+    return [*TINY, f"output_root={tmp_path / 'out'}", *args]
+
+
+def test_plan_counts_the_jobs_of_each_stage_and_estimates_their_time_without_writing(tmp_path, capsys):
+    code = main([*study(tmp_path, "method=full,prefix", GRID, "study.seeds=[1,2,3]"), "--plan"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "2 cells x grid, then 3 seeds" in out and "full: 2 grid recipes" in out and "prefix: 2 grid recipes" in out
+    assert "grid: 4 runs (0 finished earlier)" in out
+    assert "seeds: 6 runs, 4 beyond the grid's" in out and "jobs to run: 8" in out
+    # tiny: 20 s start-up + 2 steps x 32 rows x 0.002 s (x 0.56 for prefix) per run
+    assert "estimated time: ~3 min" in out
+    assert not (tmp_path / "out").exists()
+
+
+def test_plan_of_a_preset_with_per_method_grids_and_fill(tmp_path, capsys):
+    code = main(["experiment=glue_compare", f"output_root={tmp_path / 'out'}", "data=glue_rte,glue_sst2", "--plan"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "6 cells" in out and "glue_rte/full: 2 grid recipes" in out and "glue_rte/prefix: 3 grid recipes" in out
+    assert "grid: 16 runs" in out and "fill: up to 12 runs more" in out and "seeds: 18 runs, 12 beyond" in out
+
+
+BAD = {
+    "empty_grid": (["study.grid={}"], ["study.grid: empty for method=full", "valid: config keys and values"]),
+    "no_values": (["study.grid={optimizer.lr:[]}"], ["study.grid.optimizer.lr: no values"]),
+    "not_a_key": (["study.grid={optimizer.learning_rate:[1e-3]}"], ["study.grid.optimizer.learning_rate",
+                                                                    "no such config key", "lr"]),  # fmt: skip
+    "a_group": (["study.grid={optimizer:[sgd]}"], ["study.grid.optimizer", "config group", "cell axis"]),
+    "wrong_type": (["study.grid={trainer.batch_size:[abc]}"], ["study.grid.trainer.batch_size", "'abc'"]),
+    "method_grid_key": (["method=full,lora", GRID, "study.method_grid.lora={lora.rank:[4]}"],
+                        ["study.method_grid.lora.lora.rank", "no such config key"]),  # fmt: skip
+    "no_selection_split": ([GRID, "data.selection_rows=null"], ["data.selection_rows", "no selection split"]),
+    "no_reference": (["method=prefix,lora", GRID], ["study.budget.reference", "no cell of method=full",
+                                                    "study.budget.rule=none"]),  # fmt: skip
+    "steps_budget_unfit": (["method=full,prefix", "study.budget.rule=steps", "study.budget.factor=0.5", GRID],
+                           ["study.budget", "no recipe of prefix fits 0.5 x the steps", "fewer epochs"]),  # fmt: skip
+    "no_seeds": ([GRID, "study.seeds=[]"], ["study.seeds: empty"]),
+    "factor": ([GRID, "study.budget.factor=0"], ["study.budget.factor", "> 0"]),
+    "untracked": ([GRID, "tracking.enabled=false"], ["tracking.enabled", "MLflow"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_one_error_line_exit_2_and_nothing_written(case, tmp_path, capsys):
+    args, needles = BAD[case]
+    code = main(study(tmp_path, *args))
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    for needle in needles:
+        assert needle in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_rule_value_the_schema_refuses_exits_before_composing(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(study(tmp_path, GRID, "study.budget.rule=never"))
+    assert exit_info.value.code == 2 and "study.budget.rule" in capsys.readouterr().err
+
+
+def jobs(*assignments: tuple) -> list[Job]:
+    cells = {}
+    out = []
+    for method, lr, seed in assignments:
+        cell = cells.setdefault(method, Cell((("method", method),), make_config()))
+        out.append(Job(cell, (("optimizer.lr", lr),), seed))
+    return out
+
+
+def test_the_jobs_are_cut_into_product_sweeps():
+    whole = jobs(("full", 1e-3, 1), ("full", 1e-2, 1), ("prefix", 1e-3, 1), ("prefix", 1e-2, 1))
+    assert [sweep_overrides(b) for b in blocks(whole)] == [["method=full,prefix", "optimizer.lr=0.001,0.01", "seed=1"]]
+    # resumed: one grid point of full done; each method's chosen rate differs in the seeds stage
+    assert [sweep_overrides(b) for b in blocks(whole[1:])] == [
+        ["method=full", "optimizer.lr=0.01", "seed=1"],
+        ["method=prefix", "optimizer.lr=0.001,0.01", "seed=1"],
+    ]
+    seeds = jobs(("full", 1e-3, 2), ("full", 1e-3, 3), ("prefix", 1e-2, 2), ("prefix", 1e-2, 3))
+    assert [sweep_overrides(b) for b in blocks(seeds)] == [
+        ["method=full", "optimizer.lr=0.001", "seed=2,3"],
+        ["method=prefix", "optimizer.lr=0.01", "seed=2,3"],
+    ]
+
+
+def point(lr: float, selection: float, train_s: float, epochs: float = 3.0) -> Scored:
+    return Scored((("optimizer.lr", lr), ("trainer.epochs", epochs)), selection, train_s, 10 * epochs, "run")
+
+
+def test_the_best_recipe_within_the_budget_wins():
+    full = point(2e-4, 0.80, 30.0)
+    budget = make_config().study.budget  # rule time, factor 1
+    limit = budget_limit(budget, full)
+    assert limit == ("train_s", 30.0)
+    grid = [point(2e-2, 0.70, 12.0), point(5e-2, 0.75, 12.5), point(2e-2, 0.79, 31.0, epochs=8.0)]
+    assert choose(grid, limit).selection == 0.75  # the 0.79 takes more than full's time
+    assert choose(grid, None).selection == 0.79
+    assert choose(grid, ("train_s", 5.0)) is None
+
+
+def test_fill_runs_the_grid_at_the_most_whole_epochs_within_nine_tenths_of_the_budget():
+    # SST-2's measured seconds at 1,000 rows: full 33 s; prefix 12.5 s for 3 epochs -> 7 epochs (29 s <= 29.7 s)
+    assert epochs_within(33.0, 12.5 / 3, 3.0) == 7.0
+    assert epochs_within(94.0, 66.0 / 3, 3.0) is None  # RTE: 3 epochs already take 0.7x full's time
+    assert epochs_within(30.0, 10.0, 3.0) is None  # exactly the base: nothing longer to try
+    grid = [point(2e-2, 0.7, 12.0), point(5e-2, 0.7, 13.0)]
+    assert fill_recipes(grid, 33.0) == [(("optimizer.lr", 2e-2), ("trainer.epochs", 7.0)),
+                                        (("optimizer.lr", 5e-2), ("trainer.epochs", 7.0))]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ end to end (slow)
+E2E = [*TINY, "method=full,prefix", GRID, "study.seeds=[1,2]", "trainer.max_steps=2"]
+
+
+def start(out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ptexp.study", *E2E, f"output_root={out}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+
+
+def job_runs(out: Path) -> list:
+    return [r for r in runs_in(out / "mlflow.db") if "study_key" in r.data.tags]
+
+
+@pytest.mark.slow
+def test_a_study_killed_after_its_first_run_finishes_on_a_rerun_without_redoing_it(tmp_path):
+    out = tmp_path / "out"
+    process = start(out)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        time.sleep(1)
+        if (out / "mlflow.db").is_file() and any(r.info.status == "FINISHED" for r in job_runs(out)):
+            break
+    process.send_signal(signal.SIGTERM)
+    first, _ = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM, first[-3000:]
+    assert "interrupted by SIGTERM" in first
+    runs = runs_in(out / "mlflow.db")
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    done_before = {r.info.run_id for r in job_runs(out) if r.info.status == "FINISHED"}
+    assert 1 <= len(done_before) < 4
+
+    again = start(out)
+    second, _ = again.communicate(timeout=900)
+    assert again.returncode == 0, second[-3000:]
+    finished = [r for r in job_runs(out) if r.info.status == "FINISHED"]
+    identities = [(r.data.tags["ptexp.method"], r.data.params["optimizer.lr"], r.data.params["seed"]) for r in finished]
+    assert len(identities) == len(set(identities)) == 6  # 2 methods x 2 rates (seed 1), + the chosen rate's seed 2
+    assert done_before <= {r.info.run_id for r in finished}
+    runs = runs_in(out / "mlflow.db")
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    parents = [r for r in runs if r.data.tags.get("ptexp.study") == "parent"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    tags = parents[0].data.tags
+    assert tags["study.full.chosen"].startswith("optimizer.lr=") and '"selection"' in tags["study.prefix.grid"]
+    stages = {r.info.run_id: r.data.tags["ptexp.study_stage"] for r in runs if r.data.tags.get("ptexp.study") == "stage"}
+    assert sorted(stages.values()) == ["grid", "seeds"]
+    assert all(r.data.tags["mlflow.parentRunId"] in stages for r in finished)
