@@ -136,7 +136,7 @@ def test_fill_runs_the_grid_at_the_most_whole_epochs_within_nine_tenths_of_the_b
 
 
 # ------------------------------------------------------------------------------------------ end to end (slow)
-E2E = [*TINY, "method=full,prefix", GRID, "study.seeds=[1,2]", "trainer.max_steps=2"]
+E2E = [*TINY, "method=full,prefix", GRID, "study.seeds=[1,2]", "trainer.max_steps=2", "study.budget.rule=steps"]
 
 
 def start(out: Path) -> subprocess.Popen:
