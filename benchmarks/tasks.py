@@ -7,15 +7,16 @@ Everything goes to MLflow (one experiment per task, ``<experiment>-<task>``); th
 ``<output-root>/<experiment>.md``, every number to ``<experiment>.json``, the chosen learning rates to
 ``<experiment>_recipes.json``.
 
-The protocol, in one invocation: each task holds out ``Task.select_rows`` train rows (``--selection-rows``) as the
-selection split; every ptexp run trains ``--epochs`` epochs (3) and ``trainer.select_best`` restores its best epoch
-on that split. Full, prefix (P=20) and LoRA first run every learning rate of GRID with seed 1. Prefix and LoRA
-steps cost less than full's, so they run the grid a second time at the most whole epochs that fit in 0.9x the
-chosen full run's train time (``longer_epochs``, from their own 3-epoch runs' seconds), when that is more than 3.
-The best ``selection/best_<metric>`` wins (prefix and LoRA: the best at or under full's train time), then seeds
-2..N run at that recipe. The dev split is only scored, never used to choose. The peers train on the same rows
-(the selection rows left out) with run_glue's fixed recipe. Finished runs are found in MLflow and skipped, so an
-interrupted benchmark, or a later one with more ``--seeds``, goes on where the last stopped.
+The protocol is ``python -m ptexp.study``'s (README, "Studies"), one study per task: each task holds out
+``Task.select_rows`` train rows (``--selection-rows``) as the selection split; every ptexp run trains ``--epochs``
+epochs (3) and ``trainer.select_best`` restores its best epoch on that split. Full, prefix (P=20) and LoRA run
+every learning rate of GRID with seed 1; prefix and LoRA also at the most whole epochs that fit in 0.9x the chosen
+full run's train time (``study.budget.fill``), when that is more than 3. The best ``selection/best_<metric>`` wins
+(prefix and LoRA: the best at or under full's train time), then seeds 2..N run at that recipe. A second study runs
+the other methods at their default rate, without a budget. The dev split is only scored, never used to choose. The
+peers train on the same rows (the selection rows left out) with run_glue's fixed recipe. Finished runs are found in
+MLflow and skipped, so an interrupted benchmark, or a later one with more ``--seeds``, goes on where the last
+stopped.
 
     python benchmarks/tasks.py                    # the benchmark
     python benchmarks/tasks.py --summary-only     # reprint the tables from MLflow
@@ -31,14 +32,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import ROOT, SHARED_DATA, finished_runs, run_ptexp
+from common import ROOT, SHARED_DATA, finished_runs
+
+from ptexp.study.choose import FILL_MARGIN
 
 
 @dataclass(frozen=True)
@@ -65,24 +67,22 @@ PEER_RECIPE = {"lr": 2e-5, "epochs": 3.0}  # run_glue's usual (batch 32 in hf_pe
 # The learning rates tried on the selection split (seed 1); the first is SST-2's tuned one (conf/experiment/
 # sst2_compare.yaml), the one --quick uses. The epoch is chosen by trainer.select_best within --epochs.
 GRID = {"full": (2e-4, 1e-4), "prefix": (2e-2, 5e-3, 5e-2), "lora": (2e-3, 5e-4, 5e-3)}
-PREFIX_LENGTH = 20  # SST-2's tuned prefix length
-LONGER = ("prefix", "lora")  # also run their grid at the most epochs that fit in TIME_SHARE x full's train time
-TIME_SHARE = 0.9  # under 1.0, so that run-to-run noise keeps the longer runs within full's time
+LONGER = ("prefix", "lora")  # study.budget.fill: their grid also at the most epochs within TIME_SHARE x full's time
+TIME_SHARE = FILL_MARGIN  # under 1.0, so that run-to-run noise keeps the longer runs within full's time
 MIN_EPOCHS = {"linear_probe": 10.0}  # a linear probe's steps cost ~4% of full's: give it more of them
 QUICK = {"seeds": 1, "other_seeds": 0, "train_rows": 500, "epochs": 1.0, "experiment": "tasks-quick"}
 
 
-def ptexp_overrides(name: str, args: argparse.Namespace, method: str, epochs: float) -> list[str]:
-    """What every ptexp job of task ``name`` and ``method`` gets: data, subset, selection split, epochs, output
-    root, MLflow experiment, check limits."""
+def study_overrides(name: str, args: argparse.Namespace) -> list[str]:
+    """What every ptexp job of task ``name`` gets: data, subset, selection split, output root, MLflow experiment,
+    check limits."""
     task = TASKS[name]
     rows = args.train_rows or task.train_rows
     return [
         f"data={task.preset}", f"data.data_dir={task.data_dir}", *([f"data.max_train_samples={rows}"] if rows else []),
-        f"data.selection_rows={selection_rows(name, args)}", "trainer.select_best=true", f"trainer.epochs={epochs:g}",
+        f"data.selection_rows={selection_rows(name, args)}",
         *([f"trainer.max_steps={args.max_steps}"] if args.max_steps else []), "trainer.progress=false",
-        f"output_root={args.output_root}", f"tracking.experiment={args.experiment}-{name}", f"method={method}",
-        *([f"prefix_length={PREFIX_LENGTH}"] if method == "prefix" else []), *args.extra,
+        f"output_root={args.output_root}", f"tracking.experiment={args.experiment}-{name}", *args.extra,
     ]  # fmt: skip
 
 
@@ -108,71 +108,60 @@ def method_epochs(method: str, args: argparse.Namespace) -> float:
     return max(args.epochs, MIN_EPOCHS.get(method, 0.0))
 
 
-def epochs_within(budget_s: float, per_epoch_s: float, base: float) -> float | None:
-    """The most whole epochs whose train time (``per_epoch_s`` each) fits in TIME_SHARE x ``budget_s``, when more
-    than ``base``; else None."""
-    epochs = math.floor(TIME_SHARE * budget_s / per_epoch_s)
-    return float(epochs) if epochs > base else None
-
-
-def longer_epochs(name: str, method: str, args: argparse.Namespace, chosen: dict) -> float | None:
-    """``epochs_within`` full's chosen train time, at the mean seconds per epoch of ``method``'s grid runs with
-    seed 1; None for the other methods, --quick and --max-steps."""
-    if method not in LONGER or "full" not in chosen or args.quick or args.max_steps:
-        return None
-    base = method_epochs(method, args)
-    done = finished(name, method, base, args)
-    seconds = [done[(lr, 1)].data.metrics["time/train_s"] for lr in grid(method, args)]
-    return epochs_within(chosen["full"]["train_s"], sum(seconds) / len(seconds) / base, base)
-
-
-def run_jobs(
-    name: str, method: str, jobs: list[tuple[float | None, int]], args: argparse.Namespace, epochs: float | None = None
-) -> None:
-    """One ptexp sweep over the (learning rate, seed) jobs of ``method`` that have no finished run yet (lr None:
-    conf/method's), at ``epochs`` (default: ``method_epochs``)."""
-    epochs = epochs or method_epochs(method, args)
-    done = finished(name, method, epochs, args)
-    todo = [(lr, seed) for lr, seed in jobs if not any(s == seed and lr in (None, rate) for rate, s in done)]
-    if not todo:
-        return
-    lrs, seeds = sorted({lr for lr, _ in todo}, key=str), sorted({seed for _, seed in todo})
-    if len(lrs) > 1 and len(seeds) > 1:  # not a product: one sweep per learning rate
-        for lr in lrs:
-            run_jobs(name, method, [job for job in todo if job[0] == lr], args, epochs)
-        return
-    lr_override = [f"optimizer.lr={','.join(f'{lr:g}' for lr in lrs)}"] if lrs != [None] else []
-    seeds_override = f"seed={','.join(map(str, seeds))}"
-    seconds = run_ptexp([*ptexp_overrides(name, args, method, epochs), *lr_override, seeds_override])
-    print(f"  {name} {method} lr {lrs} seeds {seeds} {epochs:g} ep: {seconds:.0f} s", flush=True)
-
-
-def choose(name: str, method: str, args: argparse.Namespace, chosen: dict, budgets: list[float]) -> dict:
-    """The best (learning rate, epochs) of the grid at each of ``budgets`` (epochs) on the selection split (seed
-    1's ``selection/best_<metric>``). Prefix and LoRA: the best at or under full's train time, else the fastest."""
-    metric = TASKS[name].metric
-    scored = []
-    for epochs in budgets:
-        done = finished(name, method, epochs, args)
-        for lr in grid(method, args):
-            run = done[(lr, 1)]
-            scored.append(
-                {
-                    "lr": lr,
-                    "epochs": epochs,
-                    "selection": run.data.metrics[f"selection/best_{metric}"],
-                    "train_s": run.data.metrics["time/train_s"],
-                    "label": recipe_label(method, run.data.params),
-                }
-            )
-    budget = chosen["full"]["train_s"] if "full" in chosen else float("inf")
-    within = [s for s in scored if s["train_s"] <= budget]
-    pick = max(within, key=lambda s: s["selection"]) if within else min(scored, key=lambda s: s["train_s"])
-    return pick | {"tried": {s["label"].split(", ", 1)[1]: round(s["selection"], 4) for s in scored}}
-
-
 def grid(method: str, args: argparse.Namespace) -> tuple[float, ...]:
     return GRID[method][:1] if args.quick else GRID[method]
+
+
+def study_settings(methods: list[str], args: argparse.Namespace, seeds: int, main: bool) -> list[str]:
+    """The study section: GRID's rates and --epochs for the main methods (prefix and LoRA also at the most epochs
+    within TIME_SHARE x full's time, but for --quick and --max-steps), within full's train time (equal steps for
+    --quick and --max-steps); conf/method's rate for the others, without a budget."""
+    if main:
+        rates = ",".join(f"{m}:{{optimizer.lr:[{','.join(f'{lr:g}' for lr in grid(m, args))}]}}" for m in methods)
+        rule = "none" if "full" not in methods else "steps" if args.quick or args.max_steps else "time"
+        fill = rule == "time"
+    else:
+        rates = ",".join(f"{m}:{{trainer.epochs:[{method_epochs(m, args):g}]}}" for m in methods)
+        rule, fill = "none", False
+    return [f"method={','.join(methods)}", f"study.grid={{trainer.epochs:[{args.epochs:g}]}}",
+            f"study.method_grid={{{rates}}}", f"study.budget.rule={rule}", f"study.budget.fill={str(fill).lower()}",
+            f"study.seeds=[{','.join(str(seed) for seed in range(1, seeds + 1))}]"]  # fmt: skip
+
+
+def run_study(name: str, methods: list[str], args: argparse.Namespace, seeds: int, main: bool) -> None:
+    """``python -m ptexp.study`` for these methods of task ``name`` (its progress lines shown, the jobs' not)."""
+    if not methods or seeds < 1:
+        return
+    settings = study_settings(methods, args, seeds, main)
+    cmd = [sys.executable, "-m", "ptexp.study", *study_overrides(name, args), *settings]
+    print(f"$ python -m ptexp.study {name} {','.join(methods)}", flush=True)
+    started = time.perf_counter()
+    with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True) as process:
+        for line in process.stdout:
+            if line.startswith("[ptexp.study]"):
+                print(f"  {line.rstrip()}", flush=True)
+    if process.returncode != 0:
+        raise SystemExit(f"error: the study of {name} exited with status {process.returncode}")
+    print(f"  {name} {','.join(methods)}: {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def chosen_recipes(name: str, methods: list[str], args: argparse.Namespace) -> dict:
+    """{method: chosen recipe} from the study's parent run: the chosen grid run's rate, epochs, selection score,
+    train seconds and report label, and every grid point's selection score."""
+    parents = [r for r in finished_runs(args.output_root, f"{args.experiment}-{name}")
+               if r.data.tags.get("ptexp.study") == "parent"]  # fmt: skip
+    tags, chosen = parents[-1].data.tags, {}
+    for method in methods:
+        run = next(r for r in finished_runs(args.output_root, f"{args.experiment}-{name}")
+                   if r.info.run_id == tags[f"study.{method}.chosen_run"])  # fmt: skip
+        params, metric = run.data.params, TASKS[name].metric
+        chosen[method] = {
+            "lr": float(params["optimizer.lr"]), "epochs": float(params["trainer.epochs"]),
+            "selection": run.data.metrics[f"selection/best_{metric}"], "train_s": run.data.metrics["time/train_s"],
+            "label": recipe_label(method, params),
+            "tried": {g["recipe"]: g["selection"] for g in json.loads(tags[f"study.{method}.grid"])},
+        }  # fmt: skip
+    return chosen
 
 
 def recipe_label(method: str, params: dict) -> str:
@@ -204,26 +193,15 @@ def run_peer(name: str, method: str, seed: int, args: argparse.Namespace) -> Non
 
 
 def run_task(name: str, args: argparse.Namespace) -> dict:
-    """Full, prefix, LoRA: every GRID learning rate with seed 1 (prefix, LoRA: also at ``longer_epochs``), the best
-    on the selection split with seeds 2..N; the other methods with their default learning rate; then the peers.
-    Returns {method: chosen recipe}."""
-    chosen: dict = {}
-    for method in [m for m in MAIN_METHODS if m in args.methods]:
-        budgets = [method_epochs(method, args)]
-        run_jobs(name, method, [(lr, 1) for lr in grid(method, args)], args)
-        if longer := longer_epochs(name, method, args, chosen):
-            budgets.append(longer)
-            run_jobs(name, method, [(lr, 1) for lr in grid(method, args)], args, longer)
-        chosen[method] = choose(name, method, args, chosen, budgets)
-        print(f"  {name} {method}: chose {chosen[method]}", flush=True)
-        recipe = chosen[method]
-        run_jobs(name, method, [(recipe["lr"], seed) for seed in range(1, args.seeds + 1)], args, recipe["epochs"])
-    for method in [m for m in OTHER_METHODS if m in args.methods]:
-        run_jobs(name, method, [(None, seed) for seed in range(1, args.other_seeds + 1)], args)
+    """The study of full, prefix and LoRA (GRID, --seeds), then of the other methods (their default rate,
+    --other-seeds), then the peers. Returns {method: chosen recipe} of the main methods."""
+    main = [m for m in MAIN_METHODS if m in args.methods]
+    run_study(name, main, args, args.seeds, main=True)
+    run_study(name, [m for m in OTHER_METHODS if m in args.methods], args, args.other_seeds, main=False)
     for method in PEERS if args.peers else ():
         for seed in range(1, args.seeds + 1):
             run_peer(name, method, seed, args)
-    return chosen
+    return chosen_recipes(name, main, args) if main else {}
 
 
 def parse_args() -> argparse.Namespace:

@@ -1,6 +1,7 @@
 """The cross-task benchmark (benchmarks/tasks.py, hf_peer.py) on the real GLUE files in ../shared/data: the peer
-trains on exactly ptexp's rows, and (slow) one tiny invocation runs ptexp and the peer end to end, writes its
-tables and recipes, and a second invocation finds every run done in MLflow and trains nothing."""
+trains on exactly ptexp's rows, and (slow) one tiny invocation runs the study (python -m ptexp.study) and the peer
+end to end, writes its tables and recipes, and a second invocation finds every run done in MLflow and trains
+nothing. The protocol's own tests (the budget, the fill epochs): tests/test_study.py."""
 
 from __future__ import annotations
 
@@ -63,18 +64,8 @@ def test_one_invocation_chooses_runs_reports_and_resumes(tmp_path):
                                                                                 "lora": 2e-3}  # fmt: skip
     again = run_benchmark(tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "$ python -m ptexp" not in again.stdout and "$ hf_peer.py" not in again.stdout
+    assert "$ python -m ptexp -m" not in again.stdout and "$ hf_peer.py" not in again.stdout  # nothing trained
     assert (tmp_path / "tasks-quick.md").read_text() == table
-
-
-def test_the_longer_budget_is_the_most_whole_epochs_within_nine_tenths_of_fulls_time():
-    from tasks import epochs_within
-
-    # SST-2's measured seconds at 1,000 rows: full 33 s; prefix 12.5 s for 3 epochs -> 7 epochs (29 s <= 29.7 s)
-    assert epochs_within(33.0, 12.5 / 3, 3.0) == 7.0
-    assert 7 * 12.5 / 3 <= 0.9 * 33.0 < 8 * 12.5 / 3
-    assert epochs_within(94.0, 66.0 / 3, 3.0) is None  # RTE: 3 epochs already take 0.7x full's time
-    assert epochs_within(30.0, 10.0, 3.0) is None  # exactly the base: nothing longer to try
 
 
 def test_time_ratios_pair_each_seed_with_the_same_seed():

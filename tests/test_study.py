@@ -52,17 +52,25 @@ def test_plan_of_a_preset_with_per_method_grids_and_fill(tmp_path, capsys):
 BAD = {
     "empty_grid": (["study.grid={}"], ["study.grid: empty for method=full", "valid: config keys and values"]),
     "no_values": (["study.grid={optimizer.lr:[]}"], ["study.grid.optimizer.lr: no values"]),
-    "not_a_key": (["study.grid={optimizer.learning_rate:[1e-3]}"], ["study.grid.optimizer.learning_rate",
-                                                                    "no such config key", "lr"]),  # fmt: skip
+    "not_a_key": (
+        ["study.grid={optimizer.learning_rate:[1e-3]}"],
+        ["study.grid.optimizer.learning_rate", "no such config key", "lr"],
+    ),
     "a_group": (["study.grid={optimizer:[sgd]}"], ["study.grid.optimizer", "config group", "cell axis"]),
     "wrong_type": (["study.grid={trainer.batch_size:[abc]}"], ["study.grid.trainer.batch_size", "'abc'"]),
-    "method_grid_key": (["method=full,lora", GRID, "study.method_grid.lora={lora.rank:[4]}"],
-                        ["study.method_grid.lora.lora.rank", "no such config key"]),  # fmt: skip
+    "method_grid_key": (
+        ["method=full,lora", GRID, "study.method_grid.lora={lora.rank:[4]}"],
+        ["study.method_grid.lora.lora.rank", "no such config key"],
+    ),
     "no_selection_split": ([GRID, "data.selection_rows=null"], ["data.selection_rows", "no selection split"]),
-    "no_reference": (["method=prefix,lora", GRID], ["study.budget.reference", "no cell of method=full",
-                                                    "study.budget.rule=none"]),  # fmt: skip
-    "steps_budget_unfit": (["method=full,prefix", "study.budget.rule=steps", "study.budget.factor=0.5", GRID],
-                           ["study.budget", "no recipe of prefix fits 0.5 x the steps", "fewer epochs"]),  # fmt: skip
+    "no_reference": (
+        ["method=prefix,lora", GRID],
+        ["study.budget.reference", "no cell of method=full", "study.budget.rule=none"],
+    ),
+    "steps_budget_unfit": (
+        ["method=full,prefix", "study.budget.rule=steps", "study.budget.factor=0.5", GRID],
+        ["study.budget", "no recipe of prefix fits 0.5 x the steps", "fewer epochs"],
+    ),
     "no_seeds": ([GRID, "study.seeds=[]"], ["study.seeds: empty"]),
     "factor": ([GRID, "study.budget.factor=0"], ["study.budget.factor", "> 0"]),
     "untracked": ([GRID, "tracking.enabled=false"], ["tracking.enabled", "MLflow"]),
@@ -185,6 +193,8 @@ def test_a_study_killed_after_its_first_run_finishes_on_a_rerun_without_redoing_
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     tags = parents[0].data.tags
     assert tags["study.full.chosen"].startswith("optimizer.lr=") and '"selection"' in tags["study.prefix.grid"]
-    stages = {r.info.run_id: r.data.tags["ptexp.study_stage"] for r in runs if r.data.tags.get("ptexp.study") == "stage"}
+    stages = {
+        r.info.run_id: r.data.tags["ptexp.study_stage"] for r in runs if r.data.tags.get("ptexp.study") == "stage"
+    }
     assert sorted(stages.values()) == ["grid", "seeds"]
     assert all(r.data.tags["mlflow.parentRunId"] in stages for r in finished)

@@ -28,9 +28,10 @@ def check_study(cells: list[Cell], study: DictConfig) -> None:
     for task, group in by_task(cells).items():
         methods = sorted({cell.method for cell in group})
         if study.budget.reference not in methods:
+            where = "/".join(task) or "the study"
             raise UserError(
-                f"study.budget.reference: no cell of method={study.budget.reference} for {'/'.join(task) or 'the study'}"
-                f", whose chosen recipe sets the budget; valid: one of {', '.join(methods)}, or study.budget.rule=none"
+                f"study.budget.reference: no cell of method={study.budget.reference} for {where}, whose chosen "
+                f"recipe sets the budget; valid: one of {', '.join(methods)}, or study.budget.rule=none"
             )
         if study.budget.rule == "steps":
             check_steps_budget(group, study)
@@ -57,7 +58,9 @@ def check_grid(cell: Cell) -> None:
     """The cell's grid is not empty, and each key is a config key (not a group) that takes each of its values."""
     grid = grid_keys(cell.cfg.study, cell.method)
     if not grid:
-        raise UserError(f"study.grid: empty for method={cell.method}; valid: config keys and values, e.g. {GRID_EXAMPLE}")
+        raise UserError(
+            f"study.grid: empty for method={cell.method}; valid: config keys and values, e.g. {GRID_EXAMPLE}"
+        )
     own = cell.cfg.study.method_grid.get(cell.method, {})
     for key, values in grid.items():
         where = f"study.method_grid.{cell.method}.{key}" if key in own else f"study.grid.{key}"
@@ -80,7 +83,9 @@ def check_value(cfg: DictConfig, key: str, value: Any, where: str) -> None:
         OmegaConf.update(cfg.copy(), key, value, merge=False)
     except Exception as err:
         first = str(err).strip().splitlines()[0]
-        raise UserError(f"{where}: {value_text(value)!r} is not valid ({first}); valid: values of {key}'s type") from None
+        raise UserError(
+            f"{where}: {value_text(value)!r} is not valid ({first}); valid: values of {key}'s type"
+        ) from None
 
 
 def steps_of(cfg: DictConfig, recipe: tuple) -> float | None:

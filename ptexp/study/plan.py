@@ -2,9 +2,9 @@
 running anything (the MLflow store is read, if it exists, for the runs already finished; nothing is written).
 
 The estimate: train rows x epochs x seconds per row and epoch of the model's full fine-tuning on 2 CPU cores, x
-the method's cost relative to full's, x PAIR_COST for sentence-pair tasks, + START_S per run; the evaluations
-are left out, so it runs low for large eval splits. Models without a measured rate, and tasks whose train rows
-are not capped (``data.max_train_samples``), get no estimate.
+the method's cost relative to full's, x PAIR_COST for sentence-pair tasks; the evaluations at each epoch's end
+(dev and selection rows, at EVAL_COST of a train row), and START_S per run. Models without a measured rate, and
+tasks whose train rows are not capped (``data.max_train_samples``), get no estimate.
 """
 
 from __future__ import annotations
@@ -19,12 +19,15 @@ from ptexp.study.run import Study
 from ptexp.study.runs import StudyStore, run_of
 from ptexp.study.spec import Job, grid_recipes
 
-# Full fine-tuning's train seconds per row and epoch on 2 CPU cores, single sentences (README: MiniLM-L6's 187 s per
-# epoch of the 20,000-row SST-2 subset; MPNet-base 6.4x MiniLM-L6 per example; tiny: this command's own test runs).
-SECONDS_PER_ROW = {"minilm": 187 / 20000, "mpnet_base": 6.4 * 187 / 20000, "tiny": 0.002}
-METHOD_COST = {"full": 1.0, "prefix": 0.56, "lora": 0.60, "ia3": 0.58, "bitfit": 0.60, "prompt": 1.20,
-               "linear_probe": 0.038}  # fmt: skip  (README, accuracy benchmark on SST-2)
-PAIR_COST = 5.0  # RTE's pairs cost about 5x SST-2's sentences per example (README, scale study)
+# Full fine-tuning's train seconds per row and epoch on 2 CPU cores, single sentences: README, "Scale study" (300
+# SST-2 rows, 3 epochs: MiniLM-L6 13 s, MPNet-base 75 s); tiny: this command's own test runs.
+SECONDS_PER_ROW = {"minilm": 13 / 900, "mpnet_base": 75 / 900, "tiny": 0.002}
+# train time per epoch relative to full fine-tuning's (README, accuracy benchmark on SST-2)
+METHOD_COST = {"full": 1.0, "prefix": 0.56, "lora": 0.60, "ia3": 0.58, "bitfit": 0.60, "prompt": 1.20}
+METHOD_COST["linear_probe"] = 0.038
+PAIR_COST = 3.2  # README, "Scale study": RTE's pairs took 3.0x (MPNet-base) to 3.4x (MiniLM-L6) SST-2's time per row
+DEV_ROWS = {"sst2": 872, "rte": 277, "mrpc": 408, "stsb": 1500, "cola": 1043}  # the GLUE dev splits (data.name)
+EVAL_COST = 1 / 3  # an evaluated row against a trained one (no backward pass)
 START_S = 20.0  # start-up per run: imports, data, model
 
 
@@ -37,7 +40,10 @@ def job_seconds(job: Job) -> float | None:
         return None
     pair = PAIR_COST if cfg.data.text_pair_column else 1.0
     rows = steps * OmegaConf.select(cfg, "trainer.batch_size")
-    return START_S + rows * rate * METHOD_COST.get(job.cell.method, 1.0) * pair
+    epochs = rows / cfg.data.max_train_samples if cfg.data.max_train_samples else 1.0
+    evaluated = (cfg.data.max_eval_samples or DEV_ROWS.get(str(cfg.data.name), 0)) + (cfg.data.selection_rows or 0)
+    per_row = rate * pair
+    return START_S + per_row * (rows * METHOD_COST.get(job.cell.method, 1.0) + EVAL_COST * evaluated * epochs)
 
 
 def finished_runs(study: Study) -> list:
