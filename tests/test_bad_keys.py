@@ -146,6 +146,20 @@ NOT_HERE = {
     "data.hub_train_split": "as data.hub_name: the split names come from the hub's dataset",
     "data.hub_eval_split": "as data.hub_name",
     "data.extra_evals": "set by presets (glue_mnli); Hydra cannot add a typed entry from the command line",
+    "tracking.tags": "any name -> text is valid (a wrong type: Hydra's check, as for every typed dict)",
+    **{
+        f"study.{key}": "read by python -m ptexp.study only: its bad values in tests/test_study.py"
+        for key in (
+            "grid",
+            "method_grid",
+            "budget.rule",
+            "budget.factor",
+            "budget.reference",
+            "budget.fill",
+            "seeds",
+            "name",
+        )
+    },
 }
 
 
