@@ -68,4 +68,4 @@ def fill_recipes(grid: list[Scored], budget_s: float) -> list[Recipe]:
     if epochs is None:
         return []
     recipes = [tuple((k, epochs if k == "trainer.epochs" else v) for k, v in s.recipe) for s in grid]
-    return list(dict.fromkeys(recipes))
+    return [r for i, r in enumerate(recipes) if r not in recipes[:i]]  # more epochs than any grid run: all new

@@ -31,7 +31,9 @@ def blocks(jobs: list[Job]) -> list[list[Job]]:
     values = {key: list(dict.fromkeys(a[key] for a in assignments)) for key in keysets[0]}
     if math.prod(len(v) for v in values.values()) == len(jobs):  # the jobs are distinct
         return [jobs]
-    key = next(k for k, v in values.items() if len(v) > 1)
+    key = next((k for k, v in values.items() if len(v) > 1), None)
+    if key is None:  # the same job more than once
+        return [jobs[:1]]
     return [b for value in values[key] for b in blocks([j for j in jobs if j.assignment()[key] == value])]
 
 
