@@ -3,6 +3,10 @@
 The same overrides as ``python -m ptexp``; comma-separated values add cell axes over the experiment's sweep axes;
 ``study.*`` keys set the grid, the budget and the seeds (README, "Studies"). ``--plan`` prints the jobs and an
 estimated time and exits. Mistakes: one ``error:`` line, exit status 2, nothing written.
+
+    python -m ptexp.study experiment=glue_compare --plan
+    python -m ptexp.study experiment=scale_study_tuned data.root=/path/to/glue_data
+    python -m ptexp.study model=tiny method=full,prefix data.selection_rows=24 'study.grid={optimizer.lr:[1e-3,1e-2]}'
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ def build(args: list[str]):
 
 
 def main(argv: list[str]) -> int:
+    if {"-h", "--help"} & set(argv):
+        print(__doc__.strip())
+        return 0
     plan = "--plan" in argv
     args = [arg for arg in argv if arg != "--plan"]
     check_group_choices(args)
