@@ -7,27 +7,28 @@ about a second.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import os
 import re
-import shutil
 import signal
 import sys
+import types
+import typing
 import warnings
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ptexp import config as _config  # registers the structured config schemas
 from ptexp.checkpoint import resume_target
 from ptexp.checks import folder_problem, validate_trainer_and_tracking
 from ptexp.config import CONF_DIR
 from ptexp.errors import TrainingDiverged, UserError
-from ptexp.store import holds_only_hydra_files, probe_server, tracking_uri
+from ptexp.store import holds_only_hydra_files, probe_server, remove_folder, tracking_uri
 from ptexp.sweep import SCHEMA_MATCHING_WARNING
 
 warnings.filterwarnings("ignore", message=SCHEMA_MATCHING_WARNING)
@@ -85,7 +86,12 @@ def check_value_types(argv: list[str]) -> None:
         if typed and not arg.startswith("+") and leaf not in list(node.keys()):
             print(f"error: {key}: no such key; valid: {', '.join(node)}", file=sys.stderr)
             sys.exit(2)
+        shape = mapping_shape(key)
         for value in values:
+            wrong_shape = shape is not None and not override.is_delete() and not isinstance(value, dict)
+            if wrong_shape and value is not None:  # null: the schema says whether the key may be null
+                print(f"error: {key}: {value!r} is not valid; valid: {shape}", file=sys.stderr)
+                sys.exit(2)
             problem = folder_problem(value) if key == "output_root" and "${" not in str(value) else None
             if problem is not None:
                 print(f"error: output_root: {problem}; valid: a folder that can be written", file=sys.stderr)
@@ -93,10 +99,38 @@ def check_value_types(argv: list[str]) -> None:
             try:
                 OmegaConf.update(schema.copy(), key, value, merge=True)
             except ValidationError as err:
-                print(f"error: {key}: {value!r} is not valid; valid: {_expected(str(err))}", file=sys.stderr)
+                valid = shape if wrong_shape else _expected(str(err))
+                print(f"error: {key}: {value!r} is not valid; valid: {valid}", file=sys.stderr)
                 sys.exit(2)
             except Exception:
                 break  # not ours to judge: Hydra reports it
+
+
+def mapping_shape(key: str) -> str | None:
+    """What ``key`` must be when the schema types it as a mapping (a dict field such as optimizer.task_lr, one entry
+    of it such as optimizer.task_lr.glue_rte, or a section): e.g. "a mapping {task: {method: lr}}, e.g. ...";
+    None for any other key."""
+    hint: Any = _config.Config
+    shape = field_key = None
+    for depth, part in enumerate(key.split(".")):
+        if dataclasses.is_dataclass(hint):
+            fields = {f.name: f for f in dataclasses.fields(hint)}
+            if part not in fields:
+                return None
+            declared = typing.get_type_hints(hint)[part]
+            union = typing.get_origin(declared) in (typing.Union, types.UnionType)
+            hint = next(a for a in typing.get_args(declared) if a is not type(None)) if union else declared  # X | None
+            shape, field_key = fields[part].metadata.get("shape"), ".".join(key.split(".")[: depth + 1])
+        elif typing.get_origin(hint) is dict:
+            hint = typing.get_args(hint)[1]
+        else:
+            return None
+    if not (dataclasses.is_dataclass(hint) or typing.get_origin(hint) is dict):
+        return None
+    if shape is None:
+        keys = ", ".join(f.name for f in dataclasses.fields(hint)) if dataclasses.is_dataclass(hint) else None
+        return f"a mapping of {keys}" if keys else "a mapping {key: value}"
+    return f"a mapping {shape}" if field_key == key else f"{field_key} is a mapping {shape}"
 
 
 def _expected(message: str) -> str:
@@ -115,10 +149,7 @@ def _expected(message: str) -> str:
 def drop_empty_run_dir(run_dir: Path) -> None:
     """After a mistake, remove the run folder Hydra made if it holds nothing but Hydra's own files."""
     if holds_only_hydra_files(run_dir):
-        shutil.rmtree(run_dir, ignore_errors=True)
-        with contextlib.suppress(OSError):  # the date folder and runs/, if this was their only run
-            run_dir.parent.rmdir()
-            run_dir.parent.parent.rmdir()
+        remove_folder(run_dir, parents=2)  # and the date folder and runs/, if this was their only run
 
 
 def threads_per_job(cfg: DictConfig) -> None:
@@ -139,6 +170,22 @@ def threads_per_job(cfg: DictConfig) -> None:
         return
     with open_dict(cfg):
         cfg.trainer.threads = threads
+
+
+def refuse_sweep_without_m(hydra_cfg: DictConfig) -> None:
+    """A config that sweeps (``hydra.sweeper.params``, set by a preset such as experiment=glue_compare) run without
+    ``-m`` would run one job of it: a UserError naming the preset instead."""
+    params = hydra_cfg.sweeper.get("params")
+    if hydra_cfg.mode == RunMode.MULTIRUN or not params:
+        return
+    presets = [
+        f"{group}={option}"
+        for group, option in hydra_cfg.runtime.choices.items()
+        if option and (path := CONF_DIR / group / f"{option}.yaml").is_file()
+        and OmegaConf.select(OmegaConf.load(path), "hydra.sweeper") is not None
+    ]  # fmt: skip
+    name = presets[0] if presets else "hydra.sweeper.params"
+    raise UserError(f"{name}: a sweep (over {', '.join(params)}) needs -m; valid: python -m ptexp -m {name} ...")
 
 
 def early_checks(cfg: DictConfig, run_dir: Path, in_sweep: bool) -> Path:
@@ -170,6 +217,7 @@ def main(cfg: DictConfig) -> float:
     if in_sweep:
         threads_per_job(cfg)
     try:
+        refuse_sweep_without_m(hydra_cfg)
         run_dir = early_checks(cfg, run_dir, in_sweep)
     except UserError as err:
         fail(err, run_dir)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -20,6 +22,8 @@ from ptexp.errors import UserError
 from ptexp.metrics import metric_names
 
 WEIGHTS, META = "adapter.safetensors", "adapter.json"
+REQUIRED = ("method", "base_model", "prefix_projection_collapsed", "overrides", "label_names")  # what evaluate reads
+BASE_KEYS = ("name", "name_or_path", "fingerprint")
 PROJECTED_PREFIX = "prefix_encoder."
 
 
@@ -70,6 +74,7 @@ def save_adapter(
         "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
     }
     (folder / META).write_text(json.dumps(meta, indent=2))
+    shutil.copymode(folder / META, folder / WEIGHTS)  # safetensors writes 0600; the JSON's mode follows the umask
     return folder
 
 
@@ -78,9 +83,28 @@ def adapter_bytes(folder: Path) -> int:
 
 
 def read_adapter(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    if not (folder / META).is_file() or not (folder / WEIGHTS).is_file():
+    """(adapter.json's record, the saved tensors); a UserError names the file that is missing, corrupt or incomplete."""
+    meta_path, weights_path = folder / META, folder / WEIGHTS
+    if not meta_path.is_file() or not weights_path.is_file():
         raise UserError(f"ADAPTER_DIR: {folder} holds no {META} and {WEIGHTS}; valid: a run's adapter/ folder")
-    return json.loads((folder / META).read_text()), load_file(str(folder / WEIGHTS))
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"ADAPTER_DIR: {meta_path} is not JSON ({err}); valid: the {META} a run wrote") from None
+    record = meta if isinstance(meta, dict) else {}
+    base = record.get("base_model") if isinstance(record.get("base_model"), dict) else {}
+    missing = [key for key in REQUIRED if key not in record]
+    missing += [f"base_model.{key}" for key in BASE_KEYS if "base_model" in record and key not in base]
+    if missing:
+        raise UserError(f"ADAPTER_DIR: {meta_path} lacks {', '.join(missing)}; valid: the {META} a run wrote")
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError) as err:
+        problem = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(
+            f"ADAPTER_DIR: {weights_path} cannot be read ({problem}); valid: the {WEIGHTS} a run wrote"
+        ) from None
+    return meta, tensors
 
 
 def load_trained(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:

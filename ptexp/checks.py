@@ -5,13 +5,35 @@ from __future__ import annotations
 import contextlib
 import stat
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from ptexp.config import DataSource, Precision, PrefixInit, Task
+from ptexp.config import CONF_DIR, DataSource, Precision, PrefixInit, Task
 from ptexp.errors import UserError
+
+
+@cache
+def data_presets() -> dict[str, str]:
+    """conf/data's presets: file name -> the ``data.name`` it sets, also through its defaults (glue_sst2 -> sst2)."""
+
+    def name(stem: str) -> str | None:
+        node = OmegaConf.load(CONF_DIR / "data" / f"{stem}.yaml")
+        if "name" in node:
+            return str(node.name)
+        defaults = [d for d in node.get("defaults", []) if isinstance(d, str)]
+        presets = [d for d in defaults if (CONF_DIR / "data" / f"{d}.yaml").is_file()]  # not base/glue@_here_
+        return name(presets[-1]) if presets else None
+
+    return {f.stem: found for f in sorted((CONF_DIR / "data").glob("*.yaml")) if (found := name(f.stem)) is not None}
+
+
+def task_key_matches(key: str, data_name: str) -> bool:
+    """Whether a key of ``optimizer.task_lr`` / ``trainer.task_epochs`` names the task ``data.name=data_name``: that
+    name itself, or a data preset that sets it (glue_sst2 for sst2)."""
+    return key == data_name or data_presets().get(key) == data_name
 
 
 def folder_problem(folder: str) -> str | None:
@@ -131,16 +153,13 @@ def validate(cfg: DictConfig, methods: Mapping[str, Any]) -> None:
     validate_trainer_and_tracking(cfg)
     for method in cfg.trainer.method_epochs:
         need(method in methods, f"trainer.method_epochs.{method}", "unknown method", ", ".join(methods))
-    for task, by_method in cfg.trainer.task_epochs.items():
-        for method in by_method:
-            need(method in methods, f"trainer.task_epochs.{task}.{method}", "unknown method", ", ".join(methods))
+    validate_task_table(cfg, "trainer.task_epochs", methods)
     o, d = cfg.optimizer, cfg.data
     need(o.lr > 0, "optimizer.lr", f"{o.lr}", "a positive float such as 3e-5")
+    validate_task_table(cfg, "optimizer.task_lr", methods)
     for task, rates in o.task_lr.items():
         for method, lr in rates.items():
-            key = f"optimizer.task_lr.{task}.{method}"
-            need(method in methods, key, "unknown method", ", ".join(methods))
-            need(lr > 0, key, f"{lr}", "a positive float such as 3e-5")
+            need(lr > 0, f"optimizer.task_lr.{task}.{method}", f"{lr}", "a positive float such as 3e-5")
     need(o.weight_decay >= 0, "optimizer.weight_decay", f"{o.weight_decay}", ">= 0")
     need(0 <= o.warmup_ratio < 1, "optimizer.warmup_ratio", f"{o.warmup_ratio}", "0 <= r < 1")
     need(
@@ -171,3 +190,24 @@ def validate(cfg: DictConfig, methods: Mapping[str, Any]) -> None:
     for key in ("max_train_samples", "max_eval_samples"):
         value = d[key]
         need(value is None or value >= 1, f"data.{key}", f"{value}", "null or an integer >= 1")
+
+
+def validate_task_table(cfg: DictConfig, key: str, methods: Mapping[str, Any]) -> None:
+    """``optimizer.task_lr`` or ``trainer.task_epochs`` ({task: {method: value}}): every task a data.name or a data
+    preset's name, every method known, and no two keys of one task (sst2 and glue_sst2) that set a method apart."""
+    table = OmegaConf.select(cfg, key)
+    presets = data_presets()
+    tasks = sorted({*presets, *presets.values(), cfg.data.name})
+    seen: dict[tuple[str, str], tuple[str, float]] = {}  # (data.name, method) -> (the key that set it, its value)
+    for task, by_method in table.items():
+        if task not in tasks:
+            raise UserError(f"{key}.{task}: unknown task {task!r}; valid: {', '.join(tasks)}")
+        for method, value in by_method.items():
+            if method not in methods:
+                raise UserError(f"{key}.{task}.{method}: unknown method; valid: {', '.join(methods)}")
+            other, other_value = seen.setdefault((presets.get(task, task), method), (task, value))
+            if other_value != value:
+                raise UserError(
+                    f"{key}.{task}.{method}: {value:g} differs from {key}.{other}.{method}={other_value:g} for the "
+                    f"same task (data.name {presets.get(task, task)}); valid: one of the two keys"
+                )

@@ -63,13 +63,20 @@ class Schedule(str, Enum):
     constant = "constant"  # linear warm-up, then constant
 
 
+# A dict-typed field's metadata "shape" (its entries, with an example) is what the CLI's one-line error shows when
+# the key is given a list or a single value (ptexp.__main__.check_value_types).
+
+
 @dataclass
 class ModelConfig:
     name: str = MISSING  # short label, used in tags and run names
     name_or_path: str = MISSING  # hub id, local HF folder, or "package:<python package>" for a bundled model
     tokenizer: str | None = None  # defaults to name_or_path
     random_init: bool = False  # build from the config with random weights instead of loading them
-    config_overrides: dict[str, Any] = field(default_factory=dict)  # applied to the HF config
+    config_overrides: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"shape": "{HF config key: value}, e.g. +model.config_overrides.hidden_dropout_prob=0.2"},
+    )  # applied to the HF config
     pooling: Pooling = Pooling.cls
     classifier_dropout: float = 0.1
     attn_implementation: str | None = None  # None: the best the model class supports (sdpa, else eager)
@@ -152,7 +159,9 @@ class DataConfig:
     folder: str | None = None  # the task's folder in its benchmark's download, e.g. RTE, MRPC, SST-2
     train_file: str | None = None
     eval_file: str | None = None
-    extra_evals: dict[str, ExtraEval] = field(default_factory=dict)  # name -> split/file, e.g. mismatched
+    extra_evals: dict[str, ExtraEval] = field(
+        default_factory=dict, metadata={"shape": "{name: {hub_split: SPLIT, file: FILE}}"}
+    )  # e.g. mismatched
     text_column: str = "sentence"
     text_pair_column: str | None = None  # the second text of a sentence pair; null: single sentences
     label_column: str = "label"
@@ -179,17 +188,25 @@ class OptimizerConfig:
     momentum: float = 0.9  # sgd only
     warmup_ratio: float = 0.06
     schedule: Schedule = Schedule.linear
-    # {data.name: {method: lr}}: replaces lr for that task and method (a sweep across tasks with a recipe each)
-    task_lr: dict[str, dict[str, float]] = field(default_factory=dict)
+    # replaces lr for that task and method (a sweep across tasks with a recipe each); a task is a data.name or the
+    # name of a data preset (glue_sst2 stands for its data.name, sst2)
+    task_lr: dict[str, dict[str, float]] = field(
+        default_factory=dict, metadata={"shape": "{task: {method: lr}}, e.g. +optimizer.task_lr.glue_rte.full=2e-4"}
+    )
 
 
 @dataclass
 class TrainerConfig:
     epochs: float = 3  # may be fractional: 1.5 = one epoch and the first half of the next (steps rounded up)
     # per-method epochs over ``epochs``, for a sweep across methods with a recipe each (experiment=sst2_compare)
-    method_epochs: dict[str, float] = field(default_factory=dict)
-    # {data.name: {method: epochs}}: over ``epochs`` and ``method_epochs`` for that task and method (glue_compare)
-    task_epochs: dict[str, dict[str, float]] = field(default_factory=dict)
+    method_epochs: dict[str, float] = field(
+        default_factory=dict, metadata={"shape": "{method: epochs}, e.g. +trainer.method_epochs.prefix=1.5"}
+    )
+    # over ``epochs`` and ``method_epochs`` for that task (as in optimizer.task_lr) and method (glue_compare)
+    task_epochs: dict[str, dict[str, float]] = field(
+        default_factory=dict,
+        metadata={"shape": "{task: {method: epochs}}, e.g. +trainer.task_epochs.glue_cola.prefix=6"},
+    )
     max_steps: int | None = None  # when set, overrides epochs
     batch_size: int = 32
     group_by_length: bool = True  # batches of similar length (less padding); false: plain shuffling

@@ -1,6 +1,12 @@
-"""The two exceptions the CLIs turn into short messages; every other module may import this one."""
+"""The two exceptions the CLIs turn into short messages, and their argument parser; every other module may import
+this one."""
 
 from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from typing import NoReturn
 
 
 class UserError(Exception):
@@ -9,3 +15,23 @@ class UserError(Exception):
 
 class TrainingDiverged(RuntimeError):
     """The loss stopped being a finite number: the run is marked FAILED, exit status 1."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser, with a usage mistake told in one line ``error: ...; valid: ...`` (exit status 2) instead of
+    the usage block; an unknown option gets the closest known one."""
+
+    def error(self, message: str) -> NoReturn:
+        options = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+        unknown = message.removeprefix("unrecognized arguments: ")
+        if unknown == message:
+            message = f"{message}; valid: see {self.prog} --help"
+        elif unknown.startswith("-"):
+            flag = unknown.split()[0].split("=")[0]
+            close = difflib.get_close_matches(flag, options, n=1, cutoff=0.5)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            message = f"{flag}: no such option{hint}; valid: {', '.join(options)}"
+        else:
+            message = f"{unknown.split()[0]}: unexpected argument; valid: see {self.prog} --help"
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)

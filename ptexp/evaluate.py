@@ -8,7 +8,6 @@ adapter was trained on is refused.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from ptexp.adapters import load_trained, read_adapter
 from ptexp.config import CONF_DIR
 from ptexp.data import Collator, encode
 from ptexp.devices import autocast_dtype, pick_device
-from ptexp.errors import UserError
+from ptexp.errors import OneLineParser, UserError
 from ptexp.evaluation import TaskSpec, describe, evaluate
 from ptexp.experiment import build_experiment, prepare_config
 
@@ -61,7 +60,7 @@ def evaluate_adapter(folder: Path, overrides: list[str]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ptexp.evaluate", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m ptexp.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("adapter_dir", type=Path, help="a run's adapter/ folder")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=sst2 data.data_dir=DIR")
     args = parser.parse_args(argv)

@@ -44,10 +44,10 @@ def use_method_epochs(cfg: DictConfig) -> None:
     method, task = cfg.method.name, cfg.data.name
     _replace(cfg, "trainer.epochs", cfg.trainer.method_epochs.get(method), f"trainer.method_epochs.{method}",
              "this method")  # fmt: skip
-    _replace(cfg, "trainer.epochs", cfg.trainer.task_epochs.get(task, {}).get(method),
-             f"trainer.task_epochs.{task}.{method}", "this task and method")  # fmt: skip
-    _replace(cfg, "optimizer.lr", cfg.optimizer.task_lr.get(task, {}).get(method), f"optimizer.task_lr.{task}.{method}",
-             "this task and method")  # fmt: skip
+    for target, key in (("trainer.epochs", "trainer.task_epochs"), ("optimizer.lr", "optimizer.task_lr")):
+        for name, by_method in OmegaConf.select(cfg, key).items():
+            if checks.task_key_matches(name, task):  # the run's data.name, or a data preset's name that sets it
+                _replace(cfg, target, by_method.get(method), f"{key}.{name}.{method}", "this task and method")
 
 
 def _replace(cfg: DictConfig, key: str, value: float | None, source: str, scope: str) -> None:

@@ -8,9 +8,11 @@ MLflow is imported inside the functions that need it, so that the CLI's early ch
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -152,6 +154,15 @@ def now_ms() -> int:
 def holds_only_hydra_files(run_dir: Path) -> bool:
     """Whether ``run_dir`` is a folder with nothing in it but what Hydra writes (``.hydra/``, ``*.log``)."""
     return run_dir.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir())
+
+
+def remove_folder(folder: Path, parents: int) -> None:
+    """Remove ``folder`` (a run or sweep folder that holds only Hydra's files), then up to ``parents`` folders above
+    it that it leaves empty (its date folder, runs/ or multiruns/)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):  # a folder above that still holds another run's
+        for parent in list(folder.parents)[:parents]:
+            parent.rmdir()
 
 
 def read_record(run_dir: Path) -> dict | None:

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from ptexp.checks import folder_problem
+from ptexp.errors import OneLineParser
 from ptexp.report.gap_plot import plot_gap, plot_gap_by_size
 from ptexp.report.pages import Content, write_html, write_md
 from ptexp.report.plots import make_plots
@@ -18,7 +20,7 @@ from ptexp.store import default_uri, short
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m ptexp.report",
         description="Side-by-side report (table, CSV, Markdown, self-contained HTML, PNG plots) of ptexp runs "
         "in MLflow, grouped by method, model, data and prefix_length, averaged over seeds.",
@@ -31,7 +33,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--sweep", metavar="PARENT_RUN_ID", help="the children of this sweep parent run")
     which.add_argument(
-        "--latest-sweep", action="store_true", help="the most recent sweep (the default when no selection is given)"
+        "--latest-sweep",
+        action="store_true",
+        help="the most recent sweep (with no selection given: the most recent sweep with a finished run)",
     )
     which.add_argument("--all", action="store_true", help="every run of the experiment")
     parser.add_argument(
@@ -46,9 +50,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def report(args: argparse.Namespace) -> int:
+    problem = folder_problem(str(args.out)) if args.out is not None else None
+    if problem is not None:
+        raise ReportError(f"--out: {problem}; valid: a folder that can be written")
     uri = args.tracking_uri or default_uri(args.output_root)
     client, experiment_id = connect(uri, args.experiment)
     selection = select(client, experiment_id, args)
+    if selection.note is not None:
+        print(f"[report] {selection.note}")
     if not selection.runs:
         raise ReportError(
             f"nothing to report: {selection.description} matched no run in experiment {args.experiment!r} ({uri})",

@@ -26,6 +26,7 @@ class Selection:
     slug: str  # for the default output folder
     parent: Any = None  # the sweep's parent Run, if the selection is a sweep
     runs: list[RunData] = field(default_factory=list)
+    note: str | None = None  # why this selection, when it is not the obvious one
 
 
 def connect(uri: str, experiment: str):
@@ -96,26 +97,59 @@ def history(client, run_id: str, key: str) -> dict[int, float]:
     return {m.step: m.value for m in points}
 
 
-def select(client, experiment_id: str, args: argparse.Namespace) -> Selection:
-    parent = None
-    if args.sweep:
-        try:
-            parent = client.get_run(args.sweep)
-        except Exception as err:
-            raise ReportError(f"--sweep: no run {args.sweep!r} in the store: {short(err, 300)}") from None
-        if parent.info.experiment_id != experiment_id:
-            raise ReportError(f"--sweep: run {args.sweep} belongs to another experiment than {args.experiment!r}")
-    elif not (args.all or args.filter):  # --latest-sweep, also the default
-        parents = client.search_runs(
-            [experiment_id], filter_string="tags.ptexp.sweep = 'parent'", max_results=1, order_by=["start_time DESC"]
+def sweep_parents(client, experiment_id: str) -> list:
+    """The sweeps' parent runs of the experiment, newest first (at most 100)."""
+    return client.search_runs(
+        [experiment_id], filter_string="tags.ptexp.sweep = 'parent'", max_results=100, order_by=["start_time DESC"]
+    )
+
+
+def named_sweep(client, experiment_id: str, args: argparse.Namespace) -> Any:
+    """The parent run that ``--sweep`` names; ReportError (status 2) for an id that is no sweep of the experiment."""
+    newest = [p.info.run_id for p in sweep_parents(client, experiment_id)[:3]]
+    valid = f"valid: a sweep's parent run id, e.g. {', '.join(newest)} (the newest)" if newest else "valid: none yet"
+    try:
+        parent = client.get_run(args.sweep)
+    except Exception:
+        raise ReportError(f"--sweep: no run {args.sweep!r} in the store; {valid}") from None
+    if parent.info.experiment_id != experiment_id:
+        raise ReportError(f"--sweep: run {args.sweep} belongs to another experiment than {args.experiment!r}; {valid}")
+    if parent.data.tags.get("ptexp.sweep") != "parent":
+        raise ReportError(f"--sweep: run {args.sweep} is not a sweep's parent run; {valid}")
+    return parent
+
+
+def newest_sweep(client, experiment_id: str, args: argparse.Namespace) -> tuple[Any, str | None]:
+    """(the newest sweep's parent run, None); with no selection given, the newest sweep with a finished run instead
+    of a newer one without, and a note that says so."""
+    parents = sweep_parents(client, experiment_id)
+    if not parents:
+        raise ReportError(
+            f"no sweep in experiment {args.experiment!r} yet (run python -m ptexp -m ...); "
+            "use --all or --filter to report single runs",
+            status=1,
         )
-        if not parents:
-            raise ReportError(
-                f"no sweep in experiment {args.experiment!r} yet (run python -m ptexp -m ...); "
-                "use --all or --filter to report single runs",
-                status=1,
+    if args.latest_sweep:
+        return parents[0], None
+    for parent in parents:
+        done = f"tags.mlflow.parentRunId = '{parent.info.run_id}' and attributes.status = 'FINISHED'"
+        if client.search_runs([experiment_id], filter_string=done, max_results=1):
+            if parent is parents[0]:
+                return parent, None
+            newest = parents[0].info
+            return parent, (
+                f"the newest sweep, {newest.run_name!r} ({newest.run_id}), has no finished run: reporting the newest "
+                "sweep that has (--latest-sweep for the newest)"
             )
-        parent = parents[0]
+    return parents[0], None
+
+
+def select(client, experiment_id: str, args: argparse.Namespace) -> Selection:
+    parent = note = None
+    if args.sweep:
+        parent = named_sweep(client, experiment_id, args)
+    elif not (args.all or args.filter):  # --latest-sweep, also the default
+        parent, note = newest_sweep(client, experiment_id, args)
 
     clauses, parts, slug_parts = [], [], []
     if parent is not None:
@@ -133,4 +167,4 @@ def select(client, experiment_id: str, args: argparse.Namespace) -> Selection:
     runs = search_all(client, experiment_id, " and ".join(clauses))  # MLflow filters know AND only
     jobs = [run_data(r) for r in runs if r.data.tags.get("ptexp.sweep") != "parent"]
     jobs.sort(key=lambda r: (r.method, r.model, r.data, r.prefix_length or -1, r.seed, r.name))
-    return Selection(" + ".join(parts), "_".join(slug_parts), parent, jobs)
+    return Selection(" + ".join(parts), "_".join(slug_parts), parent, jobs, note)
