@@ -80,8 +80,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("adapter_dir", type=Path, help="a run's adapter/ folder")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=sst2 data.data_dir=DIR")
     parser.add_argument(
-        "--predictions", type=Path, metavar="FILE", help="where the per-row predictions go (JSON lines; default: "
-        "predictions/evaluate_<data.name>.jsonl in the run folder that holds ADAPTER_DIR)"
+        "--predictions",
+        type=Path,
+        metavar="FILE",
+        help="where the per-row predictions go (JSON lines; default: "
+        "predictions/evaluate_<data.name>.jsonl in the run folder that holds ADAPTER_DIR)",
     )
     args = parser.parse_args(argv)
     try:

@@ -34,8 +34,8 @@ class Predictions:
 
 def prediction_lines(outputs: SplitOutputs, task: Task) -> list[str]:
     """One JSON line per row (see the module)."""
-    lines = []
-    for i, (label, value, logits) in enumerate(zip(outputs.labels, outputs.predictions(task), outputs.logits, strict=True)):
+    lines, values = [], outputs.predictions(task)
+    for i, (label, value, logits) in enumerate(zip(outputs.labels, values, outputs.logits, strict=True)):
         if task == Task.regression:
             row = {"id": i, "label": label, "score": value}
         else:
