@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ptexp.config import Task
-from ptexp.evaluation import SplitOutputs
-from ptexp.metrics import compute
+
+if TYPE_CHECKING:  # the report reads predictions without importing torch
+    from ptexp.evaluation import SplitOutputs
 
 FOLDER = "predictions"  # in the run folder, and the artifact path
 
@@ -29,6 +31,9 @@ class Predictions:
     labels: list
 
     def metrics(self, names: list[str] | tuple[str, ...]) -> dict[str, float]:
+        """:func:`ptexp.metrics.compute` on these predictions and labels."""
+        from ptexp.metrics import compute
+
         return compute(names, self.predictions, self.labels)
 
 
