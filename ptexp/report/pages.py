@@ -36,7 +36,8 @@ CAPTIONS = {  # by the end of the file name; the metric plots start with the pri
     "_vs_prefix_length.png": "Final eval value of the primary metric against the prefix length P; dashed: methods "
     "without a prefix on the same model and data.",
     "gap_to_full_by_task.png": "Gap to full fine-tuning on the same task and model, in points of each task's "
-    "primary metric (mean over seeds minus full's mean); 0 = as good as full fine-tuning.",
+    "primary metric (mean over seeds minus full's mean); error bars = the gap's 95% interval (see the task view); "
+    "0 = as good as full fine-tuning.",
     "gap_to_full_by_model_size.png": "Gap to full fine-tuning against model size (total parameters of the full "
     "fine-tuning runs, log scale), in points, one line per task and method; 0 = as good as full fine-tuning.",
 }
