@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from ptexp.errors import UserError
 from ptexp.evaluate import evaluate_adapter
 from ptexp.metrics import METRICS
 from ptexp.predictions import read_predictions
@@ -93,6 +94,10 @@ def test_evaluate_cli_on_other_data_and_refusing_another_base_model(tmp_path):
     assert "the adapter was trained on tiny" in bad.stderr and "other weights" in bad.stderr
     missing = evaluate_cli(str(tmp_path))
     assert missing.returncode == 2 and "holds no adapter.json" in missing.stderr
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match=r"^--predictions: cannot write .*; valid: a file that can be written$"):
+        evaluate_adapter(adapter, [], blocker / "preds.jsonl")
 
 
 @pytest.mark.parametrize("task,method,primary", [("glue_rte", "prefix", "accuracy"), ("glue_stsb", "lora", "pearson")])
