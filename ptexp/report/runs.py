@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,7 @@ def load_predictions(client, run_id: str, folder: Path) -> Predictions | None:
     """The run's ``predictions/eval.jsonl`` artifact, downloaded into ``folder``; None where the run has none
     (logged before ptexp wrote one) or it cannot be read."""
     name = f"{FOLDER}/eval.jsonl"
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar per run on stderr
     try:
         if name not in {a.path for a in client.list_artifacts(run_id, FOLDER)}:
             return None
