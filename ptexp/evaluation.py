@@ -5,6 +5,8 @@ when one was carved from train, its selection split (``selection/*``). The prima
 split is logged as ``eval/best_<primary>``: picked on the split it reports, so optimistic. The selection split's
 best is ``selection/best_<primary>`` at ``selection/best_step``; with ``trainer.select_best`` the parameters that
 train are restored to that step's before the final evaluation, so the final ``eval/*`` numbers are chosen honestly.
+:func:`predict` returns a split's outputs row by row in the split's order; the final evaluation keeps those of the
+eval splits, which the trainer writes as the run's predictions (:mod:`ptexp.predictions`).
 """
 
 from __future__ import annotations

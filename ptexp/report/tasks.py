@@ -119,9 +119,8 @@ def task_rows(groups: list[Group], bootstrap: Bootstrap | None = None) -> list[T
         key=lambda g: (g.data, g.model, g.method != FULL, g.method, -1 if g.prefix_length is None else g.prefix_length),
     )
     rows = [TaskRow(g, fulls.get((g.data, g.model))) for g in ordered]
-    for row in rows:
-        if bootstrap is not None:
-            row.add_interval(bootstrap)
+    for row in rows if bootstrap is not None else []:
+        row.add_interval(bootstrap)
     return rows
 
 
