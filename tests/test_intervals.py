@@ -36,7 +36,7 @@ def test_a_large_gap_on_many_examples_excludes_0_and_more_examples_narrow_the_in
     widths = []
     for rows in (100, 1600):
         labels = labels_of(rows)
-        interval = Bootstrap(draws=200).gap(runs_right(labels, 0.9), runs_right(labels, 0.6), "accuracy", 100.0)
+        interval = Bootstrap(draws=100).gap(runs_right(labels, 0.9), runs_right(labels, 0.6), "accuracy", 100.0)
         assert interval.distinguishable and 15 < interval.low < interval.high < 45, interval  # about 30
         widths.append(interval.high - interval.low)
     assert widths[1] < widths[0] / 2, widths  # sqrt(16) = 4x fewer points of noise, give or take the seeds
