@@ -241,9 +241,13 @@ def main(cfg: DictConfig) -> float:
         sys.exit(128 + signum)
     primary = metric_names(cfg.data)[1]
     # what a sweeper optimises: the primary metric on the selection split when there is one, else on the eval split
-    objective = result.get(f"selection/best_{primary}", result[f"eval/{primary}"])
+    key = f"selection/best_{primary}" if f"selection/best_{primary}" in result else f"eval/{primary}"
+    objective = result[key]
     if int(os.environ.get("RANK", "0")) != 0:
         return objective  # under torchrun, rank 0 alone reports (its run folder is the one every rank wrote to)
+    if in_sweep:
+        split = "the selection split carved from train" if key.startswith("selection/") else "the eval split"
+        print(f"[ptexp] objective (what a sweeper optimises): {key} {objective:.4f}, on {split}", flush=True)
     scores = ", ".join(
         f"{LABELS.get(name, name)} {result[f'eval/{name}']:.4f}"
         for name in dict.fromkeys([primary, "accuracy", "macro_f1"])

@@ -5,12 +5,15 @@ when one was carved from train, its selection split (``selection/*``). The prima
 split is logged as ``eval/best_<primary>``: picked on the split it reports, so optimistic. The selection split's
 best is ``selection/best_<primary>`` at ``selection/best_step``; with ``trainer.select_best`` the parameters that
 train are restored to that step's before the final evaluation, so the final ``eval/*`` numbers are chosen honestly.
+:func:`predict` returns a split's outputs row by row in the split's order; the final evaluation keeps those of the
+eval splits, which the trainer writes as the run's predictions (:mod:`ptexp.predictions`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import nn
@@ -44,8 +47,27 @@ def batch_loss(logits: torch.Tensor, labels: torch.Tensor, task: Task, reduction
     return task_loss(logits, labels, task, reduction)
 
 
+@dataclass
+class SplitOutputs:
+    """A split's outputs, row ``i`` of each the split's row ``i`` (its order as loaded): float32 logits
+    (rows, num_labels; one column for regression), labels, and the summed loss."""
+
+    logits: np.ndarray
+    labels: list
+    loss_sum: float
+
+    def predictions(self, task: Task) -> list:
+        """Class indices, or scores for regression, as Python numbers."""
+        return predictions_of(self.logits, task).tolist()
+
+    def metrics(self, spec: TaskSpec, prefix: str) -> dict[str, float]:
+        """``PREFIX/loss`` and ``PREFIX/<metric>`` for each of the task's metrics."""
+        scores = compute(spec.metrics, self.predictions(spec.task), self.labels)
+        return {f"{prefix}/loss": self.loss_sum / len(self.labels), **{f"{prefix}/{n}": v for n, v in scores.items()}}
+
+
 @torch.inference_mode()
-def evaluate(
+def predict(
     model: nn.Module,
     data: EncodedSplit,
     batch_size: int,
@@ -54,34 +76,38 @@ def evaluate(
     dist: Dist | None = None,
     amp: torch.dtype | None = None,
     spec: TaskSpec | None = None,
-    prefix: str = "eval",
-) -> dict[str, float]:
-    """``PREFIX/loss`` and ``PREFIX/<metric>`` for each of the task's metrics over ``data``; rows sorted by length
-    so batches carry little padding.
+) -> SplitOutputs:
+    """The model's outputs on every row of ``data``, in the split's row order; batches are formed from the rows
+    sorted by length so that they carry little padding.
 
-    Under torchrun each rank evaluates every ``world``-th of those batches (the very batches a single process
-    would form), and the predictions and loss sums are gathered, so every rank returns the whole set's metrics.
-    ``amp``: the autocast dtype the run trains with."""
+    Under torchrun each rank runs every ``world``-th of those batches (the very batches a single process would
+    form), and the outputs are gathered, so every rank returns the whole split's. ``amp``: the autocast dtype the
+    run trains with."""
     dist, spec = dist or Dist(), spec or TaskSpec()
     model.eval()
     order = sorted(range(len(data)), key=lambda i: len(data.input_ids[i]))
     starts = list(range(0, len(order), batch_size))[dist.rank :: dist.world]
-    loss_sum, predictions, labels = 0.0, [], []
+    loss_sum, rows, logits, labels = 0.0, [], [], []
     for start in starts:
-        inputs, batch_labels = split_batch(collate([data[i] for i in order[start : start + batch_size]]), device)
+        batch = order[start : start + batch_size]
+        inputs, batch_labels = split_batch(collate([data[i] for i in batch]), device)
         with autocast(amp, device):
-            logits = model(**inputs)
-        logits = logits.float()
-        loss_sum += batch_loss(logits, batch_labels, spec.task, "sum").item()
-        predictions += predictions_of(logits, spec.task).tolist()
+            out = model(**inputs)
+        out = out.float()
+        loss_sum += batch_loss(out, batch_labels, spec.task, "sum").item()
+        rows += batch
+        logits += out.cpu().numpy().reshape(len(batch), -1).tolist()
         labels += batch_labels.tolist()
     if dist.enabled:
-        parts = dist.gather((loss_sum, predictions, labels))
+        parts = dist.gather((loss_sum, rows, logits, labels))
         loss_sum = sum(part[0] for part in parts)
-        predictions = [p for part in parts for p in part[1]]
-        labels = [y for part in parts for y in part[2]]
-    scores = compute(spec.metrics, predictions, labels)
-    return {f"{prefix}/loss": loss_sum / len(labels), **{f"{prefix}/{name}": v for name, v in scores.items()}}
+        rows, logits, labels = ([x for part in parts for x in part[k]] for k in (1, 2, 3))
+    back = sorted(range(len(rows)), key=rows.__getitem__)  # the split's row order, whatever the batches
+    return SplitOutputs(
+        np.asarray([logits[i] for i in back], dtype=np.float32).reshape(len(back), -1),
+        [labels[i] for i in back],
+        loss_sum,
+    )
 
 
 def describe(metrics: dict[str, float], prefix: str, spec: TaskSpec) -> str:
@@ -102,19 +128,28 @@ class EvalSets:
 class Evaluator:
     """Runs a step's evaluations, keeps the best values, and restores the selected parameters at the end."""
 
-    def __init__(self, model: nn.Module, sets: EvalSets, spec: TaskSpec, select_best: bool, run_eval):
+    def __init__(self, model: nn.Module, sets: EvalSets, spec: TaskSpec, select_best: bool, run_eval, kept=None):
         self.model, self.sets, self.spec, self.select_best = model, sets, spec, select_best
-        self.run_eval = run_eval  # (split, prefix) -> metrics: :func:`evaluate` with the run's batch size, device...
+        self.run_eval = run_eval  # split -> SplitOutputs: :func:`predict` with the run's batch size, device...
+        self.kept: dict[str, SplitOutputs] = {} if kept is None else kept  # the final evaluation's, by prefix
+
+    def score(self, split: EncodedSplit, prefix: str, final: bool) -> dict[str, float]:
+        """``split``'s metrics under ``prefix``; the outputs of a final eval split are kept in ``kept``."""
+        outputs = self.run_eval(split)
+        if final and prefix != "selection":
+            self.kept[prefix] = outputs
+        return outputs.metrics(self.spec, prefix)
 
     def at_step(self, step: int, best, final: bool = False) -> dict[str, float]:
         """Every split's metrics at ``step``, with the best values so far, which it updates in ``best`` (the loop's
         state: ``best`` on the eval split, ``selection_best`` at ``selection_best_step`` and, for
         ``trainer.select_best``, ``best_trainable``, the parameters that train at that step). ``final``: with
-        ``select_best``, the best step's parameters are put back before the eval splits are scored."""
+        ``select_best``, the best step's parameters are put back before the eval splits are scored, and the eval
+        splits' outputs are kept (``kept``) for the run's predictions artifact."""
         metrics: dict[str, float] = {}
         primary = self.spec.primary
         if self.sets.selection is not None:
-            metrics |= self.run_eval(self.sets.selection, "selection")
+            metrics |= self.score(self.sets.selection, "selection", final)
             value = metrics[f"selection/{primary}"]
             if is_better(primary, value, best.selection_best):
                 best.selection_best, best.selection_best_step = value, step
@@ -126,9 +161,9 @@ class Evaluator:
             }
             if final and self.select_best and best.selection_best_step != step:
                 put_trainable(self.model, best.best_trainable)
-        metrics |= self.run_eval(self.sets.eval, "eval")
+        metrics |= self.score(self.sets.eval, "eval", final)
         for name, split in self.sets.extras.items():
-            metrics |= self.run_eval(split, f"eval_{name}")
+            metrics |= self.score(split, f"eval_{name}", final)
         value = metrics[f"eval/{primary}"]
         if is_better(primary, value, best.best):
             best.best = value

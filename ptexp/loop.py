@@ -25,7 +25,7 @@ from ptexp.data import Collator, EncodedSplit, make_batches
 from ptexp.devices import autocast, fused_optimizer, peak_memory_mb, split_batch
 from ptexp.distributed import Dist, StepTotals, wrap_for_training
 from ptexp.errors import TrainingDiverged
-from ptexp.evaluation import EvalSets, Evaluator, TaskSpec, batch_loss, describe, evaluate
+from ptexp.evaluation import EvalSets, Evaluator, SplitOutputs, TaskSpec, batch_loss, describe, predict
 from ptexp.optim import make_optimizer, make_scheduler
 from ptexp.signals import StopSignals
 from ptexp.tracking import NullTracker, RunTracker
@@ -60,7 +60,8 @@ class TrainJob:
     """How :func:`train` runs: the config, where it logs (a RunTracker or NullTracker), the device, and, for a
     tracked run, where it checkpoints (``run_dir``; None: never), the checkpoint it resumes (``resume``), the
     signals that stop it, the checkpoint's ``meta``, the processes (``dist``), the autocast dtype (``amp``) and
-    the task's metrics (``spec``; None: from ``cfg.data``)."""
+    the task's metrics (``spec``; None: from ``cfg.data``). The final evaluation leaves each eval split's outputs
+    in ``predictions``, by prefix (``eval``, ``eval_NAME``)."""
 
     cfg: DictConfig
     tracker: RunTracker | NullTracker
@@ -73,6 +74,7 @@ class TrainJob:
     dist: Dist = field(default_factory=Dist)
     amp: torch.dtype | None = None
     spec: TaskSpec | None = None
+    predictions: dict[str, SplitOutputs] = field(default_factory=dict)
 
 
 def train(model: nn.Module, train_set: EncodedSplit, evals: EvalSets | EncodedSplit, job: TrainJob) -> dict[str, float]:
@@ -125,7 +127,8 @@ class Loop:
         cfg, dist, device = job.cfg, job.dist, job.device
         self.model, self.train_set, self.job, self.t = model, train_set, job, cfg.trainer
         self.spec = job.spec or TaskSpec.of(cfg.data)
-        self.evaluator = Evaluator(model, evals, self.spec, bool(self.t.select_best), self.evaluate_split)
+        select_best = bool(self.t.select_best)
+        self.evaluator = Evaluator(model, evals, self.spec, select_best, self.evaluate_split, job.predictions)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.batches = make_batches(train_set, self.t, self.generator)
         # round: 625 * 1.4 is 875.0000001
@@ -231,11 +234,9 @@ class Loop:
             self.bar.write(line)
         return metrics
 
-    def evaluate_split(self, split: EncodedSplit, prefix: str) -> dict[str, float]:
+    def evaluate_split(self, split: EncodedSplit) -> SplitOutputs:
         job = self.job
-        return evaluate(
-            self.model, split, self.t.eval_batch_size, job.collate, job.device, job.dist, job.amp, self.spec, prefix
-        )
+        return predict(self.model, split, self.t.eval_batch_size, job.collate, job.device, job.dist, job.amp, self.spec)
 
     def checkpoint_on_schedule(self, stopping: bool) -> None:
         if stopping or (self.t.checkpoint_every and self.state.step % self.t.checkpoint_every == 0):

@@ -97,6 +97,8 @@ class SweepParentCallback(Callback):
             accuracy = run.data.metrics.get("eval/accuracy")
             shown = f"{accuracy:.4f}" if accuracy is not None else "n/a"
             print(f"[ptexp]   {run.info.run_name:<40} {run.info.status:<9} eval accuracy {shown}", flush=True)
+        if config.hydra.sweeper.get("direction") is not None and children:  # a search (Optuna): what it optimised
+            print(objective_line(children), flush=True)
 
     def _at_exit(self) -> None:
         """The sweep ended before on_multirun_end. When no job ran (a mistake every job shares, such as a bad data
@@ -137,6 +139,23 @@ class SweepParentCallback(Callback):
         except Exception as err:
             print(f"[ptexp] warning: could not close the sweep's parent run ({short(err)})", file=sys.stderr)
         os.environ.pop(PARENT_RUN_ENV, None)
+
+
+def objective_line(children: list) -> str:
+    """Which split a search's best value (e.g. Optuna's "Best value") is from, read off its runs: the selection
+    split's best when they carved one (``data/selection_rows``), else the eval split (then it is optimistic)."""
+    primary = children[0].data.tags.get("ptexp.primary_metric", "accuracy")
+    rows = {int(r.data.metrics["data/selection_rows"]) for r in children if "data/selection_rows" in r.data.metrics}
+    if rows:
+        sizes = "/".join(str(n) for n in sorted(rows))
+        return (
+            f"[ptexp] the search optimised selection/best_{primary}: the best value is on the selection split "
+            f"({sizes} rows carved from train), not on the eval split"
+        )
+    return (
+        f"[ptexp] the search optimised eval/{primary}: the best value is on the eval split it reports (no selection "
+        "split), so it is optimistic; carve one with data.selection_fraction or data.selection_rows"
+    )
 
 
 def holds_nothing_but_hydra_files(sweep_dir: Path) -> bool:

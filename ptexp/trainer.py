@@ -1,6 +1,7 @@
 """The trainer: one experiment from its config to its result. It picks up a run to resume, sets torch up, builds
 the model and data (:mod:`ptexp.experiment`), trains them (:mod:`ptexp.loop`) inside the run's tracking, and saves
-the adapter; a failure marks the run and names the command that resumes it."""
+the adapter and the final evaluation's predictions (:mod:`ptexp.predictions`); a failure marks the run and names
+the command that resumes it."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from ptexp.experiment import Experiment, build_experiment, prepare_config, use_m
 from ptexp.fast_dropout import use_fast_dropout
 from ptexp.loop import TrainJob, train
 from ptexp.models import count_parameters
+from ptexp.predictions import save_predictions
 from ptexp.signals import StopSignals
 from ptexp.tracking import NullTracker, RunTracker, config_params
 
@@ -139,6 +141,7 @@ def run_tracked(start: Start, in_sweep: bool, dist: Dist) -> dict[str, float]:
             job = TrainJob(cfg, tracker, device, collate, run_dir, state, stop, meta, dist, amp, TaskSpec.of(cfg.data))
             result = train(built.model, train_set, evals, job)
             if dist.main:
+                save_predictions(job.predictions, job.spec.task, run_dir, tracker)
                 save_and_log_adapter(built, cfg, run_dir, start.overrides, tracker, result)
         result = {**counts, **result}
         if dist.main:

@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("ptexp.methods.",),  # the method modules, ptexp.methods.base and the registry
     ("ptexp.experiment",),  # config checks that need the registry; data + tokenizer + model of one experiment
     ("ptexp.evaluation", "ptexp.optim", "ptexp.distributed", "ptexp.signals", "ptexp.checkpoint", "ptexp.store"),
-    ("ptexp.tracking", "ptexp.sweep"),
+    ("ptexp.tracking", "ptexp.sweep", "ptexp.predictions"),
     ("ptexp.loop",),
     ("ptexp.trainer",),
     ("ptexp.__main__", "ptexp.evaluate", "ptexp.sync", "ptexp.report.", "ptexp.study."),  # the command lines

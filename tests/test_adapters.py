@@ -1,13 +1,18 @@
-"""Adapters: only what trained is saved, its size is logged, and ptexp.evaluate reproduces the run exactly."""
+"""Adapters: only what trained is saved, its size is logged, and ptexp.evaluate reproduces the run exactly; the
+run's predictions artifact gives its logged metrics back exactly."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
+from ptexp.errors import UserError
 from ptexp.evaluate import evaluate_adapter
+from ptexp.metrics import METRICS
+from ptexp.predictions import read_predictions
 from tests.conftest import TINY, run_cli, runs_in
 
 
@@ -17,6 +22,21 @@ def train_tiny(tmp_path, *overrides: str):
     (adapter,) = (tmp_path / "runs").glob("*/*/adapter")
     (run,) = runs_in(tmp_path / "mlflow.db")
     return adapter, run
+
+
+def assert_predictions_give_the_logged_metrics(tmp_path, run) -> list[str]:
+    """The run's predictions artifact: every logged ``eval/<metric>`` recomputed from it is the logged value,
+    exactly; returns the file's lines."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "predictions")} == {"predictions/eval.jsonl"}
+    path = Path(client.download_artifacts(run.info.run_id, "predictions/eval.jsonl", str(tmp_path)))
+    saved = read_predictions(path)
+    names = [n for n in METRICS if f"eval/{n}" in run.data.metrics]
+    assert len(names) >= 2 and len(saved.labels) == run.data.metrics["data/eval_rows"]
+    assert saved.metrics(names) == {n: run.data.metrics[f"eval/{n}"] for n in names}
+    return path.read_text().splitlines()
 
 
 @pytest.mark.parametrize(
@@ -49,9 +69,13 @@ def test_adapter_holds_what_trained_and_evaluate_reproduces_the_run(tmp_path, ov
     names = {a.path for a in client.list_artifacts(run.info.run_id, "adapter")}
     assert names == {"adapter/adapter.json", "adapter/adapter.safetensors"}
 
+    lines = assert_predictions_give_the_logged_metrics(tmp_path, run)
     again = evaluate_adapter(adapter, [])
     assert again["eval/accuracy"] == run.data.metrics["eval/accuracy"] == meta["eval"]["eval/accuracy"]
     assert again["eval/loss"] == meta["eval"]["eval/loss"]  # bit-for-bit the same logits
+    # beside the run's own predictions, the same rows
+    assert again["predictions"] == str(adapter.parent / "predictions" / "evaluate_embedded.jsonl")
+    assert Path(again["predictions"]).read_text().splitlines() == lines
 
 
 def test_evaluate_cli_on_other_data_and_refusing_another_base_model(tmp_path):
@@ -70,6 +94,10 @@ def test_evaluate_cli_on_other_data_and_refusing_another_base_model(tmp_path):
     assert "the adapter was trained on tiny" in bad.stderr and "other weights" in bad.stderr
     missing = evaluate_cli(str(tmp_path))
     assert missing.returncode == 2 and "holds no adapter.json" in missing.stderr
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match=r"^--predictions: cannot write .*; valid: a file that can be written$"):
+        evaluate_adapter(adapter, [], blocker / "preds.jsonl")
 
 
 @pytest.mark.parametrize("task,method,primary", [("glue_rte", "prefix", "accuracy"), ("glue_stsb", "lora", "pearson")])
@@ -85,6 +113,10 @@ def test_evaluate_reproduces_a_pair_task_and_a_regression_task_from_the_adapter(
     assert again["primary"] == primary
     assert again[f"eval/{primary}"] == run.data.metrics[f"eval/{primary}"] == meta["eval"][f"eval/{primary}"]
     assert again["eval/loss"] == meta["eval"]["eval/loss"]  # bit-for-bit the same logits, token types included
-    proc = run_cli(str(adapter), module="ptexp.evaluate")
+    lines = assert_predictions_give_the_logged_metrics(tmp_path, run)
+    assert ('"score"' in lines[0]) == (task == "glue_stsb")
+    chosen = tmp_path / "mine" / "preds.jsonl"
+    proc = run_cli(str(adapter), "--predictions", str(chosen), module="ptexp.evaluate")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith(f"eval {primary} {again[f'eval/{primary}']:.4f} (primary)")
+    assert f"predictions: {chosen}" in proc.stdout and chosen.read_text().splitlines() == lines

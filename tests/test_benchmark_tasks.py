@@ -78,3 +78,31 @@ def test_time_ratios_pair_each_seed_with_the_same_seed():
     assert time_ratio(full, peer) == pytest.approx(0.5)
     assert time_ratio(grid_point, full) == pytest.approx(0.5)  # paired with full's seed 1 only
     assert time_ratio({"seconds": {4: 10.0}, "train_s": 10.0}, full) == pytest.approx(10 / (110 / 3))  # no common seed
+
+
+def test_targets_pass_on_the_gap_intervals_lower_end_not_on_the_point_gap():
+    from tasks_report import targets
+
+    from ptexp.report.intervals import BOTH, Interval
+
+    def row(method: str, mean: float, seconds: float) -> dict:
+        return {"method": method, "mean": mean, "seeds": 3, "seconds": {1: seconds}, "train_s": seconds, "last": 0}
+
+    table = {m: row(m, 0.79, 6.0) for m in ("prefix", "lora")}
+    table |= {"full": row("full", 0.80, 10.0)} | {p: row(p, 0.78, 20.0) for p in ("hf_trainer", "hf_trainer_grouped")}
+    given = {  # row minus base, in points: every point gap meets its target, not every interval
+        "prefix": Interval(-4.0, 2.0, BOTH),  # -1.0 behind (within 2.0), but the interval reaches -4.0
+        "lora": Interval(-1.4, -0.6, BOTH),  # its lower end within 1.5
+        "hf_trainer": Interval(0.5, 3.5, BOTH),  # full - peer: above 0
+        "hf_trainer_grouped": Interval(-0.5, 4.5, BOTH),  # contains 0: not shown to be >= the peer
+    }
+
+    def interval(r: dict, base: dict):
+        return given[base["method"] if r is table["full"] else r["method"]], BOTH
+
+    found = targets(table, "accuracy", {}, interval)
+    assert [ok for ok, _ in found] == [True, False, True, False], found  # Trainer, grouped, LoRA, prefix
+    assert found[2][1].startswith("lora") and found[3][1].startswith("prefix"), found
+    assert "95% interval [-4.0, +2.0] (seeds + dev examples)" in found[3][1]
+    nothing = targets(table, "accuracy", {}, lambda r, base: (None, "none: no predictions artifact and a single seed"))
+    assert not any(ok for ok, _ in nothing)

@@ -101,6 +101,16 @@ def check_ddp_equals_single(tmp_path: Path, args: list[str], backend: str, rel: 
     assert done["train/steps"] == STEPS
     assert done["train/real_token_fraction"] <= 1  # the ranks' tokens, summed
 
+    # the outputs the ranks gathered are back in the eval split's row order: the same predictions as one process's
+    ddp_rows, single_rows = (
+        [json.loads(line) for line in (folder / "predictions" / "eval.jsonl").read_text().splitlines()]
+        for folder in (ddp_dir, single_root / "run")
+    )
+    assert [r["id"] for r in ddp_rows] == list(range(32)) and [r["id"] for r in single_rows] == list(range(32))
+    assert [(r["label"], r["prediction"]) for r in ddp_rows] == [(r["label"], r["prediction"]) for r in single_rows]
+    for ddp, one in zip(ddp_rows, single_rows, strict=True):
+        assert ddp["logits"] == pytest.approx(one["logits"], rel=rel, abs=atol)
+
     ddp_adapter = load_file(str(ddp_dir / "adapter" / "adapter.safetensors"))
     single_adapter = load_file(str(single_root / "run" / "adapter" / "adapter.safetensors"))
     assert ddp_adapter.keys() == single_adapter.keys()

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import scipy.stats
 
 from tests.conftest import TINY, run_cli, runs_in
 
@@ -93,7 +94,7 @@ def sweep(tmp_path_factory):
 
 def test_report_of_the_latest_sweep_writes_table_files_plots_and_attaches_them(sweep):
     root, parent, children = sweep
-    proc = run_report("--output-root", str(root))  # no selection: the latest sweep
+    proc = run_report("--output-root", str(root), "--bootstrap-draws", "200")  # no selection: the latest sweep
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
 
@@ -105,6 +106,9 @@ def test_report_of_the_latest_sweep_writes_table_files_plots_and_attaches_them(s
     assert groups[("prefix", "20")]["selection score"] == "n/a"  # no selection split
     tasks = {row["method"]: row for row in printed_table(proc.stdout, "task")}  # a full group: the task view
     assert tasks["full"]["gap to full"] == "reference" and tasks["prefix P=20"]["gap to full"].endswith(" pts")
+    # the runs wrote their predictions: the interval resamples seeds and dev examples
+    assert tasks["prefix P=20"]["interval from"] == "seeds + dev examples" and tasks["full"]["interval from"] == "—"
+    assert re.fullmatch(r"\[[-+]\d+\.\d\d, [-+]\d+\.\d\d\]( n\.s\.)?", tasks["prefix P=20"]["95% interval"])
 
     out = one_report_dir(root)
     assert parent.info.run_id[:8] in out.name
@@ -137,6 +141,9 @@ def test_report_of_the_latest_sweep_writes_table_files_plots_and_attaches_them(s
     means = {m: float(rows[m]["final_mean"]) for m in rows}
     assert float(gaps["prefix"]["gap_to_full"]) == pytest.approx(100 * (means["prefix"] - means["full"]))
     assert gaps["prefix"]["gap_unit"] == "points" and float(gaps["full"]["gap_to_full"]) == 0.0
+    low, high = float(gaps["prefix"]["gap_low"]), float(gaps["prefix"]["gap_high"])
+    assert low <= high and gaps["prefix"]["gap_distinguishable"] == str(low > 0 or high < 0).lower()
+    assert tasks["prefix P=20"]["95% interval"].endswith("n.s.") == (gaps["prefix"]["gap_distinguishable"] == "false")
 
     page = (out / "report.html").read_text()
     assert html_rows(page, "summary") == 2 and html_rows(page, "failed") == 0 and html_rows(page, "tasks") == 2
@@ -334,6 +341,8 @@ def log_mixed_runs(tmp_path: Path) -> None:
     for (data, method, seed), (evals, selection) in MIXED.items():
         primary = PRIMARY[data]
         tags = {"ptexp.method": method, "ptexp.model": "tiny", "ptexp.data": data, "ptexp.primary_metric": primary}
+        if (data, method) == ("glue_cola", "prefix"):  # as a study would tag its runs
+            tags |= {"ptexp.study.recipe": "optimizer.lr=0.005 trainer.epochs=3", "ptexp.study.stage": "seeds"}
         run_id = client.create_run(experiment, run_name=f"{data}-{method}-s{seed}", tags=tags).info.run_id
         for key, value in {"seed": seed, "prefix_length": 10 if method == "prefix" else None}.items():
             client.log_param(run_id, key, str(value))
@@ -399,6 +408,16 @@ def test_mixed_tasks_headline_selection_columns_and_gap_to_full(tmp_path):
         assert float(rows[(data, "prefix")]["mean"]) == pytest.approx(finals[(data, "prefix")])
         assert rows[(data, "prefix")]["metric"] == PRIMARY[data] and rows[(data, "prefix")]["gap_unit"] == "points"
         assert rows[(data, "prefix")]["prefix_length"] == "10" and float(rows[(data, "full")]["gap_to_full"]) == 0
+        # no predictions artifact: a paired t-interval over the two seeds alone
+        diffs = [100 * (MIXED[(data, "prefix", s)][0][-1] - MIXED[(data, "full", s)][0][-1]) for s in (1, 2)]
+        half = scipy.stats.t.ppf(0.975, 1) * statistics.stdev(diffs) / 2**0.5
+        assert float(rows[(data, "prefix")]["gap_low"]) == pytest.approx(gap - half)
+        assert float(rows[(data, "prefix")]["gap_high"]) == pytest.approx(gap + half)
+        assert rows[(data, "prefix")]["gap_interval_from"] == "seeds only: no predictions artifact"
+        assert tasks[(data, "prefix P=10")]["interval from"] == "seeds only: no predictions artifact"
+    recipe = "recipe=optimizer.lr=0.005 trainer.epochs=3; stage=seeds"
+    assert rows[("glue_cola", "prefix")]["study"] == recipe and rows[("glue_stsb", "prefix")]["study"] == ""
+    assert f"glue_cola / tiny / prefix P=10: {recipe}" in proc.stdout
 
     with (out / "report.csv").open() as f:
         csv_rows = {(r["data"], r["method"]): r for r in csv.DictReader(f)}
@@ -415,3 +434,4 @@ def test_mixed_tasks_headline_selection_columns_and_gap_to_full(tmp_path):
     assert OPTIMISTIC in page and "best accuracy" not in page and page.count("data:image/png;base64,") == 2
     md = (out / "report.md").read_text()
     assert "## Tasks" in md and OPTIMISTIC in md and f"({GAP_PLOT})" in md
+    assert f"### Recipes\n\n- glue_cola / tiny / prefix P=10: {recipe}\n" in md and "<h3>Recipes</h3>" in page

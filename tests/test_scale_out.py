@@ -95,24 +95,31 @@ def test_slurm_preset_writes_the_sbatch_array_script_with_its_resources(tmp_path
 
 
 @needs("hydra_optuna_sweeper", "optuna")
-def test_optuna_search_runs_3_trials_in_the_search_space_and_reports_the_best_accuracy(tmp_path):
-    proc = run_cli("-m", "hparams_search=prefix_optuna", "hydra.sweeper.n_trials=3", *TINY, f"output_root={tmp_path}")
+def test_optuna_search_runs_2_trials_in_the_search_space_and_optimises_on_the_selection_split(tmp_path):
+    proc = run_cli("-m", "hparams_search=prefix_optuna", "hydra.sweeper.n_trials=2", *TINY, f"output_root={tmp_path}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     parent, children = parent_and_children(tmp_path / "mlflow.db")
     assert parent.info.status == "FINISHED"
-    assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
     assert {r.data.tags["ptexp.method"] for r in children} == {"prefix"}
     lrs = [float(r.data.params["optimizer.lr"]) for r in children]
     lengths = [int(r.data.params["prefix_length"]) for r in children]
-    assert all(1e-3 <= lr <= 5e-2 for lr in lrs) and len(set(lrs)) == 3, lrs
+    assert all(1e-3 <= lr <= 5e-2 for lr in lrs) and len(set(lrs)) == 2, lrs
     assert set(lengths) <= {5, 10, 20, 40}, lengths
     trials = list(zip(lrs, lengths, strict=True))
-    assert len(set(trials)) == 3
     for run in children:  # the prefix length the trial asked for is the one the run trained with
         assert f"-P{run.data.params['prefix_length']}-" in run.info.run_name
+        # the preset carves a selection split (10% of train) and restores its best epoch
+        assert run.data.params["data.selection_fraction"] == "0.1" and run.data.metrics["data/selection_rows"] > 0
+        assert run.data.params["trainer.select_best"] == "True"
     results = yaml.safe_load((Path(parent.data.tags["ptexp.sweep_dir"]) / "optimization_results.yaml").read_text())
-    best = max(r.data.metrics["eval/accuracy"] for r in children)
-    assert math.isclose(results["best_value"], best, rel_tol=0, abs_tol=1e-9), (results, best)
+    scores = [r.data.metrics["selection/best_accuracy"] for r in children]  # what Optuna maximised, not eval/*
+    assert math.isclose(results["best_value"], max(scores), rel_tol=0, abs_tol=1e-9), (results, scores)
     chosen = (results["best_params"]["optimizer.lr"], results["best_params"]["prefix_length"])
     (winner,) = [r for r, trial in zip(children, trials, strict=True) if trial == chosen]
-    assert math.isclose(winner.data.metrics["eval/accuracy"], results["best_value"], rel_tol=0, abs_tol=1e-9)
+    assert math.isclose(winner.data.metrics["selection/best_accuracy"], results["best_value"], abs_tol=1e-9)
+    said = proc.stdout + proc.stderr
+    assert said.count("[ptexp] objective (what a sweeper optimises): selection/best_accuracy ") == 2, said[-3000:]
+    rows = int(children[0].data.metrics["data/selection_rows"])
+    line = f"the search optimised selection/best_accuracy: the best value is on the selection split ({rows} rows"
+    assert line in proc.stdout and proc.stdout.index(line) > said.index("Best value"), said[-3000:]

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from ptexp.checks import folder_problem
 from ptexp.errors import OneLineParser
 from ptexp.report.gap_plot import plot_gap, plot_gap_by_size
+from ptexp.report.intervals import DRAWS, SEED, Bootstrap
 from ptexp.report.pages import Content, write_html, write_md
 from ptexp.report.plots import make_plots
-from ptexp.report.runs import ReportError, connect, history, select
+from ptexp.report.runs import ReportError, connect, history, load_predictions, select
 from ptexp.report.stats import DASH, FINISHED, LOSS, NA, check_runs, make_groups
 from ptexp.report.tables import FAILED_HEADERS, HEADERS, NUMERIC, display_row, failed_rows, text_table, write_csv
-from ptexp.report.tasks import TASK_HEADERS, TASK_NUMERIC, display_task_row, task_rows, wants_task_view, write_tasks_csv
+from ptexp.report.tasks import (
+    TASK_HEADERS,
+    TASK_NUMERIC,
+    display_task_row,
+    fmt_study,
+    task_rows,
+    wants_task_view,
+    write_tasks_csv,
+)
 from ptexp.store import default_uri, short
 
 
@@ -46,7 +56,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, help="output folder (default: <output-root>/reports/<selection>)")
     parser.add_argument("--no-attach", action="store_true", help="do not log the report to the sweep's parent run")
+    parser.add_argument(
+        "--bootstrap-draws",
+        type=positive,
+        default=DRAWS,
+        metavar="B",
+        help=f"draws of the paired bootstrap behind each gap's 95%% interval (default: %(default)s; seed {SEED})",
+    )
     return parser.parse_args(argv)
+
+
+def positive(text: str) -> int:
+    """An integer >= 1 (argparse's type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: valid: an integer >= 1")
+    return value
+
+
+def task_view(client, finished: list, groups: list, draws: int) -> list:
+    """The task view's rows (gaps to full with bootstrap intervals from each run's predictions), or [] when the
+    groups do not form one."""
+    if not wants_task_view(groups):
+        return []
+    with tempfile.TemporaryDirectory(prefix="ptexp-report-") as folder:
+        for run in finished:
+            run.predictions = load_predictions(client, run.run_id, Path(folder))
+    return task_rows(groups, Bootstrap(draws))
 
 
 def report(args: argparse.Namespace) -> int:
@@ -76,7 +115,7 @@ def report(args: argparse.Namespace) -> int:
         run.histories = {key: history(client, run.run_id, key) for key in (f"eval/{run.primary}", LOSS)}
     groups = make_groups(finished)
     warnings = check_runs(groups)
-    tasks = task_rows(groups) if wants_task_view(groups) else []
+    tasks = task_view(client, finished, groups, args.bootstrap_draws)
 
     out = args.out or Path(args.output_root) / "reports" / selection.slug
     out.mkdir(parents=True, exist_ok=True)
@@ -102,6 +141,11 @@ def report(args: argparse.Namespace) -> int:
     if tasks:
         print("\nBy task: final eval of the primary metric, gap to full fine-tuning (same task and model):\n")
         print(text_table(TASK_HEADERS, [display_task_row(r) for r in tasks], TASK_NUMERIC))
+        studied = [r for r in tasks if r.study]
+        if studied:
+            print("\nStudy tags (ptexp.study.*: chosen recipe, grid):")
+            for r in studied:
+                print(f"  {r.group.data} / {r.group.model} / {r.method}: {fmt_study(r)}")
     sys.stdout.flush()  # the warnings (stderr) after the table, also when both go to one terminal
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr, flush=True)

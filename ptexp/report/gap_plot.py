@@ -12,7 +12,8 @@ GAP_PLOT = "gap_to_full_by_task.png"
 
 
 def plot_gap(rows: list[TaskRow], out: Path, warnings: list[str]) -> list[Path]:
-    """Grouped bars (x: task, a bar per method, y: gap to full in points, 0 line); [] when there is no gap."""
+    """Grouped bars (x: task, a bar per method, y: gap to full in points, 0 line), each with its 95 % interval as
+    an error bar where it has one; [] when there is no gap."""
     path = out / GAP_PLOT
     bars = [r for r in rows if r.full is not None and r.full is not r.group and r.gap is not None]
     for r in bars:
@@ -34,6 +35,12 @@ def plot_gap(rows: list[TaskRow], out: Path, warnings: list[str]) -> list[Path]:
         gaps = [mine[task_names[t]].gap for t in xs]
         offset = (i - (len(methods) - 1) / 2) * width
         ax.bar([x + offset for x in xs], gaps, width=width * 0.95, color=f"C{i % 10}", label=method)
+        bounded = [(x, mine[task_names[x]]) for x in xs if mine[task_names[x]].interval is not None]
+        if bounded:
+            below = [max(r.gap - r.interval.low, 0.0) for _, r in bounded]
+            above = [max(r.interval.high - r.gap, 0.0) for _, r in bounded]
+            at = [x + offset for x, _ in bounded]
+            ax.errorbar(at, [r.gap for _, r in bounded], yerr=[below, above], fmt="none", ecolor="0.15", capsize=3)
     ax.axhline(0.0, color="0.2", linewidth=1.0)
     ax.margins(y=0.1)  # the 0 line stays inside the axes when every gap has one sign
     ax.set_xticks(range(len(task_names)))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ptexp.report.stats import DASH, NA, Group, RunData
 from ptexp.report.tables import FAILED_HEADERS, HEADERS, NUMERIC, display_row, failed_rows, md_cell, md_table
-from ptexp.report.tasks import TASK_HEADERS, TASK_NOTE, TASK_NUMERIC, TaskRow, display_task_row
+from ptexp.report.tasks import TASK_HEADERS, TASK_NOTE, TASK_NUMERIC, TaskRow, display_task_row, fmt_study
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; margin: 2rem auto;
@@ -36,7 +36,8 @@ CAPTIONS = {  # by the end of the file name; the metric plots start with the pri
     "_vs_prefix_length.png": "Final eval value of the primary metric against the prefix length P; dashed: methods "
     "without a prefix on the same model and data.",
     "gap_to_full_by_task.png": "Gap to full fine-tuning on the same task and model, in points of each task's "
-    "primary metric (mean over seeds minus full's mean); 0 = as good as full fine-tuning.",
+    "primary metric (mean over seeds minus full's mean); error bars = the gap's 95% interval (see the task view); "
+    "0 = as good as full fine-tuning.",
     "gap_to_full_by_model_size.png": "Gap to full fine-tuning against model size (total parameters of the full "
     "fine-tuning runs, log scale), in points, one line per task and method; 0 = as good as full fine-tuning.",
 }
@@ -61,6 +62,14 @@ class Content:
     warnings: list[str]
     plots: list[Path]
     tasks: list[TaskRow] = field(default_factory=list)  # empty: no task view
+
+
+def study_lines(tasks: list[TaskRow]) -> list[str]:
+    """``task / model / method: recipe=...; grid=...`` for each cell whose runs carry study tags."""
+    return [f"{r.group.data} / {r.group.model} / {r.method}: {fmt_study(r)}" for r in tasks if r.study]
+
+
+STUDY_NOTE = "Each cell's study tags (ptexp.study.*), as the study that ran it set them: its chosen recipe and grid."
 
 
 def caption(name: str) -> str:
@@ -98,6 +107,9 @@ def write_html(path: Path, c: Content) -> None:
         rows = [display_task_row(r) for r in c.tasks]
         parts += ["<h2>Tasks</h2>", html_table("tasks", TASK_HEADERS, rows, TASK_NUMERIC)]
         parts.append(f'<p class="note">{e(TASK_NOTE)}</p>')
+        if study_lines(c.tasks):
+            parts += ["<h3>Recipes</h3>", "<ul>", *(f"<li>{e(line)}</li>" for line in study_lines(c.tasks)), "</ul>"]
+            parts.append(f'<p class="note">{e(STUDY_NOTE)}</p>')
     parts += [
         f"<h2>Failed, killed and unfinished runs ({len(c.failed)})</h2>",
         html_table("failed", FAILED_HEADERS, failed_rows(c.failed, limit=2000))
@@ -123,6 +135,8 @@ def write_md(path: Path, c: Content) -> None:
     if c.tasks:
         rows = [display_task_row(r) for r in c.tasks]
         lines += ["## Tasks", "", md_table(TASK_HEADERS, rows, TASK_NUMERIC), "", TASK_NOTE, ""]
+        if study_lines(c.tasks):
+            lines += ["### Recipes", "", *(f"- {md_cell(line)}" for line in study_lines(c.tasks)), "", STUDY_NOTE, ""]
     lines += [f"## Failed, killed and unfinished runs ({len(c.failed)})", ""]
     lines += [md_table(FAILED_HEADERS, failed_rows(c.failed, limit=500)) if c.failed else "None.", ""]
     if c.warnings:

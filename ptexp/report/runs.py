@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from ptexp.predictions import FOLDER, Predictions, read_predictions
 from ptexp.report.stats import DEFAULT_PRIMARY, RunData
 from ptexp.store import local_path, short
+
+STUDY_TAG = "ptexp.study."  # tags a study command puts on its runs (its recipe and grid): shown where present
 
 
 class ReportError(Exception):
@@ -88,7 +93,22 @@ def run_data(run) -> RunData:
         params=dict(params),
         primary=tags.get("ptexp.primary_metric") or DEFAULT_PRIMARY,
         select_best=params.get("trainer.select_best", "").lower() == "true",
+        study={k.removeprefix(STUDY_TAG): v for k, v in tags.items() if k.startswith(STUDY_TAG)},
     )
+
+
+def load_predictions(client, run_id: str, folder: Path) -> Predictions | None:
+    """The run's ``predictions/eval.jsonl`` artifact, downloaded into ``folder``; None where the run has none
+    (logged before ptexp wrote one) or it cannot be read."""
+    name = f"{FOLDER}/eval.jsonl"
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar per run on stderr
+    try:
+        if name not in {a.path for a in client.list_artifacts(run_id, FOLDER)}:
+            return None
+        (folder / run_id).mkdir(parents=True, exist_ok=True)
+        return read_predictions(Path(client.download_artifacts(run_id, name, str(folder / run_id))))
+    except Exception:
+        return None
 
 
 def history(client, run_id: str, key: str) -> dict[int, float]:

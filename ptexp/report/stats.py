@@ -13,6 +13,8 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
+from ptexp.predictions import Predictions
+
 FINISHED = "FINISHED"
 ACCURACY, LOSS, F1 = "eval/accuracy", "train/loss", "eval/macro_f1"
 DEFAULT_PRIMARY = "accuracy"  # runs logged before ptexp.primary_metric existed
@@ -41,6 +43,8 @@ class RunData:
     select_best: bool = False  # trainer.select_best: the final eval/* are those of selection/best_step's parameters
     params: dict[str, str] = field(default_factory=dict)
     histories: dict[str, dict[int, float]] = field(default_factory=dict)  # step -> value (last logged at that step)
+    predictions: Predictions | None = None  # the final eval's predictions artifact (None: not logged, or not read)
+    study: dict[str, str] = field(default_factory=dict)  # tags ptexp.study.KEY (a study's recipe, grid...) by KEY
 
     @property
     def key(self) -> tuple[str, str, str, int | None]:

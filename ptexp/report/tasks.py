@@ -1,5 +1,6 @@
 """The task view: one row per (task, model, method) with the model's size, the primary metric over seeds and the
-gap to full fine-tuning on the same task and model, as text rows and ``tasks.csv``."""
+gap to full fine-tuning on the same task and model with its 95 % interval (:mod:`~ptexp.report.intervals`), as text
+rows and ``tasks.csv``; and each cell's study tags (chosen recipe, grid) where its runs carry them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ptexp.report.intervals import Bootstrap, Interval, SeedRun, gap_interval
 from ptexp.report.stats import DASH, NA, TOTAL, Group, scale
 from ptexp.report.tables import fmt_pm, num, pair
 
@@ -22,8 +24,10 @@ TASK_HEADERS = (
     "final eval",
     "full fine-tuning",
     "gap to full",
+    "95% interval",
+    "interval from",
 )
-TASK_NUMERIC = {"model params", "seeds", "final eval", "full fine-tuning", "gap to full"}
+TASK_NUMERIC = {"model params", "seeds", "final eval", "full fine-tuning", "gap to full", "95% interval"}
 TASK_CSV_HEADERS = (
     "task",
     "model",
@@ -37,12 +41,23 @@ TASK_CSV_HEADERS = (
     "full_mean",
     "gap_to_full",
     "gap_unit",
+    "gap_low",
+    "gap_high",
+    "gap_distinguishable",
+    "gap_interval_from",
+    "study",
 )
+NOT_DISTINGUISHABLE = "n.s."
 TASK_NOTE = (
     "Final eval value of each task's primary metric, mean ± sample std over seeds; gap to full = mean minus the "
     "mean of full fine-tuning on the same task and model, in points (x100) for metrics in [-1, 1] (accuracy, F1, "
     f"MCC, correlations), raw otherwise (mse: lower is better). {NA}: no full fine-tuning group to compare with. "
-    "Model params = the total parameters (params/total) of full fine-tuning's model on that task, head included."
+    "Model params = the total parameters (params/total) of full fine-tuning's model on that task, head included. "
+    "95% interval of the gap: a paired bootstrap over the seeds and the dev examples (the same resampled examples "
+    "for both methods; seeds paired when both ran the same ones), the primary metric recomputed from each run's "
+    f"predictions artifact; {NOT_DISTINGUISHABLE} = not distinguishable from no gap (the interval contains 0). Runs "
+    "without predictions (logged before ptexp wrote them): a t-interval over seeds alone (paired by seed, else "
+    "Welch's), which leaves out the dev set's own noise; none with a single seed."
 )
 
 
@@ -50,6 +65,8 @@ TASK_NOTE = (
 class TaskRow:
     group: Group
     full: Group | None  # full fine-tuning on the same task and model, if selected
+    interval: Interval | None = None  # of the gap, in its unit
+    interval_from: str = ""  # what the interval rests on, or why there is none
 
     @property
     def method(self) -> str:
@@ -74,19 +91,37 @@ class TaskRow:
             return None
         return (g.final.mean - f.final.mean) * scale(g.primary)[0]
 
+    @property
+    def study(self) -> dict[str, str]:
+        """The study tags of the group's runs (``ptexp.study.KEY`` by KEY), values that differ joined by `` | ``."""
+        keys = sorted({k for r in self.group.runs for k in r.study})
+        return {k: " | ".join(sorted({r.study[k] for r in self.group.runs if k in r.study})) for k in keys}
+
+    def add_interval(self, bootstrap: Bootstrap) -> None:
+        """The gap's interval (see :func:`~ptexp.report.intervals.gap_interval`), where there is a gap."""
+        g, f = self.group, self.full
+        if self.gap is None or f is g:
+            return
+        runs = [[SeedRun(r.seed, r.metrics.get(f"eval/{g.primary}"), r.predictions) for r in x.runs] for x in (g, f)]
+        self.interval, self.interval_from = gap_interval(*runs, g.primary, scale(g.primary)[0], bootstrap)
+
 
 def wants_task_view(groups: list[Group]) -> bool:
     """Several tasks, or a full fine-tuning group to compare with."""
     return len({g.data for g in groups}) > 1 or any(g.method == FULL for g in groups)
 
 
-def task_rows(groups: list[Group]) -> list[TaskRow]:
+def task_rows(groups: list[Group], bootstrap: Bootstrap | None = None) -> list[TaskRow]:
+    """One row per group, full fine-tuning first on each task and model; with ``bootstrap``, each gap's interval."""
     fulls = {(g.data, g.model): g for g in groups if g.method == FULL and g.prefix_length is None}
     ordered = sorted(
         groups,
         key=lambda g: (g.data, g.model, g.method != FULL, g.method, -1 if g.prefix_length is None else g.prefix_length),
     )
-    return [TaskRow(g, fulls.get((g.data, g.model))) for g in ordered]
+    rows = [TaskRow(g, fulls.get((g.data, g.model))) for g in ordered]
+    for row in rows if bootstrap is not None else []:
+        row.add_interval(bootstrap)
+    return rows
 
 
 def fmt_count(value: float | None) -> str:
@@ -108,6 +143,22 @@ def fmt_gap(row: TaskRow) -> str:
     return f"{gap:+.2f} pts" if row.unit == "points" else f"{gap:+.4f}"
 
 
+def fmt_interval(row: TaskRow) -> str:
+    """``[-4.10, +1.00] n.s.`` (raw units: 4 decimals); DASH for full itself, NA without an interval."""
+    if row.full is row.group:
+        return DASH
+    i = row.interval
+    if i is None:
+        return NA
+    spec = "+.2f" if row.unit == "points" else "+.4f"
+    return f"[{i.low:{spec}}, {i.high:{spec}}]" + ("" if i.distinguishable else f" {NOT_DISTINGUISHABLE}")
+
+
+def fmt_study(row: TaskRow) -> str:
+    """``recipe=lr 2e-4, 3 epochs; grid=...``: the study tags, or empty."""
+    return "; ".join(f"{k}={v}" for k, v in row.study.items())
+
+
 def display_task_row(row: TaskRow) -> list[str]:
     g = row.group
     return [
@@ -120,6 +171,8 @@ def display_task_row(row: TaskRow) -> list[str]:
         fmt_pm(g.final),
         DASH if row.full is None else fmt_pm(row.full.final),
         fmt_gap(row),
+        fmt_interval(row),
+        DASH if row.full is row.group else (row.interval_from or NA),
     ]
 
 
@@ -137,6 +190,10 @@ def csv_task_row(row: TaskRow) -> list[Any]:
         NA if row.full is None else num(row.full.final.mean),
         num(row.gap),
         row.unit,
+        *((NA, NA) if row.interval is None else (row.interval.low, row.interval.high)),
+        NA if row.interval is None else str(row.interval.distinguishable).lower(),
+        row.interval_from or NA,
+        fmt_study(row),
     ]
 
 
