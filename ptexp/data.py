@@ -209,12 +209,17 @@ def _hub_split(cfg: DataConfig, loaded, key: str, split: str | None, labels: Lab
             raise UserError(f"{ckey}: column {column!r} not in {cfg.hub_path}; found {table.column_names}")
     where = f"{key}: {cfg.hub_path}/{split}"
     values = [labels.parse(v, where) for v in table[cfg.label_column]]
-    texts = [str(t).strip() for t in table[cfg.text_column]]
+    texts = [_hub_text(t) for t in table[cfg.text_column]]
     check_texts(texts, cfg.text_column, where)
-    pairs = [str(t).strip() for t in table[cfg.text_pair_column]] if cfg.text_pair_column else None
+    pairs = [_hub_text(t) for t in table[cfg.text_pair_column]] if cfg.text_pair_column else None
     if pairs is not None:
         check_texts(pairs, cfg.text_pair_column, where)
     return Split(texts, values, f"{cfg.hub_path}/{cfg.hub_name}:{split}", pairs)
+
+
+def _hub_text(value: object) -> str:
+    """A hub text, stripped; a missing one (None: an empty CSV field of a local dataset folder) is empty."""
+    return "" if value is None else str(value).strip()
 
 
 def carve_selection(train: Split, cfg: DataConfig) -> tuple[Split, Split | None]:

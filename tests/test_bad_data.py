@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import random
 import sys
@@ -225,8 +226,11 @@ def argv(args: list[str]):
 
 
 def run_main(args: list[str], monkeypatch) -> int:
-    """``python -m ptexp ARGS``, in-process: the same early checks, then Hydra's main; returns the exit status."""
+    """``python -m ptexp ARGS``, in-process: the same early checks, then Hydra's main; returns the exit status.
+    The root logger's handlers are put back after (Hydra's point at this test's captured stdout and run folder)."""
     monkeypatch.setenv("HYDRA_MAIN_MODULE", "__main__")  # Hydra finds conf/ beside ptexp/__main__.py, as with -m
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     try:
         with argv(args):
             cli.check_group_choices(args)
@@ -234,6 +238,12 @@ def run_main(args: list[str], monkeypatch) -> int:
             cli.main()
     except SystemExit as exit_:
         return exit_.code
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
     return 0
 
 
@@ -318,6 +328,17 @@ def test_empty_texts_warn_once_with_their_count_and_the_file(folder, tmp_path, c
         f"[ptexp] warning: data.train_file: {train}: 'sentence1' is empty in 1 of 40 rows; they are kept as they are",
         f"[ptexp] warning: data.train_file: {train}: 'sentence2' is empty in 3 of 40 rows; they are kept as they are",
     ]
+
+
+def test_hub_texts_missing_in_every_row_are_an_error(tmp_path):
+    """The hub code path (datasets.load_dataset) on a local folder, whose empty CSV fields come back as None."""
+    for split in ("train", "validation"):
+        (tmp_path / f"{split}.csv").write_text("sentence1,sentence2,label\na,,1\nb,,0\n")
+    with pytest.raises(UserError) as info:
+        load_dataset(make_config(RTE, f"data.hub_path={tmp_path}", "data.hub_name=null").data)
+    assert str(info.value) == (
+        f"data.hub_train_split: {tmp_path}/train: 'sentence2' is empty in every row; valid: a text in 'sentence2'"
+    )
 
 
 @pytest.mark.parametrize(
