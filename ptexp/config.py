@@ -168,6 +168,7 @@ class DataConfig:
     columns: list[str] | None = None  # names of a headerless TSV/CSV's columns, in order (CoLA)
     file_columns: FileColumns = field(default_factory=FileColumns)  # a preset's local-file column names
     label_names: list[str] = field(default_factory=lambda: ["negative", "positive"])  # unused for regression
+    label_range: list[float] | None = None  # regression: [low, high] every score must lie in (STS-B: [0, 5]); null: any
     metrics: list[str] = field(default_factory=list)  # the task's metrics beyond the always-logged ones
     primary_metric: str | None = None  # the one that picks the best epoch; null: metrics[0], else accuracy/pearson
     selection_rows: int | None = None  # rows carved from train (seeded by subset_seed) for model selection

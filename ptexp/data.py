@@ -8,6 +8,7 @@ carved from train for honest model selection. :mod:`ptexp.encoding` tokenises an
 from __future__ import annotations
 
 import random
+import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -17,7 +18,7 @@ from ptexp.encoding import Collator, EncodedSplit, LengthGroupedBatches, encode,
 from ptexp.errors import UserError
 from ptexp.hub import check_hub_available
 from ptexp.metrics import metric_names
-from ptexp.tables import Columns, Split, parse_label, parse_score, read_table
+from ptexp.tables import Columns, Labels, Split, check_texts, read_table
 
 __all__ = [
     "Collator",
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 EMBEDDED_DIR = "resources/embedded_sentiment"
+MIN_SELECTION_ROWS = 50  # a smaller selection split is warned about: it can hardly tell one step from another
 
 
 @dataclass
@@ -65,15 +67,24 @@ def check_data_config(cfg: DataConfig) -> None:
         raise UserError(
             f"data.label_names: {list(cfg.label_names)}; valid: at least two names (or data.task=regression)"
         )
+    bounds = cfg.label_range
+    if bounds is not None and Task(cfg.task) == Task.classification:
+        raise UserError(f"data.label_range: {list(bounds)} is for regression scores; valid: null for classification")
+    if bounds is not None and not (len(bounds) == 2 and bounds[0] < bounds[1]):
+        raise UserError(f"data.label_range: {list(bounds)}; valid: two numbers [low, high] with low < high, or null")
     metric_names(cfg)
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
     """Load the splits that ``cfg`` describes, carve the selection split from train, subsample as asked."""
     check_data_config(cfg)
+    rooted = bool(cfg.root and not cfg.data_dir)
     use_root(cfg)
     task = Task(cfg.task)
-    labels = list(cfg.label_names) if task == Task.classification else None
+    if task == Task.classification:
+        labels = Labels(names=tuple(cfg.label_names))
+    else:
+        labels = Labels(score_range=None if cfg.label_range is None else (cfg.label_range[0], cfg.label_range[1]))
     if cfg.source == DataSource.embedded:
         folder = resources.files("ptexp").joinpath(EMBEDDED_DIR)
         columns = file_columns(cfg)
@@ -81,6 +92,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         evals = _read(Path(str(folder.joinpath("validation.tsv"))), columns, labels, "data")
         extras = {}
     elif cfg.source == DataSource.files or (cfg.source == DataSource.hub and cfg.data_dir):
+        check_data_dir(cfg, rooted)
         columns = file_columns(cfg)
         train = _read(_data_path(cfg, "data.train_file", cfg.train_file), columns, labels, "data.train_file")
         evals = _read(_data_path(cfg, "data.eval_file", cfg.eval_file), columns, labels, "data.eval_file")
@@ -94,7 +106,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     return Dataset(
         train=_subsample(train, cfg.max_train_samples, cfg.subset_seed),
         eval=_subsample(evals, cfg.max_eval_samples, cfg.subset_seed),
-        label_names=labels or [],
+        label_names=list(labels.names or []),
         task=task,
         selection=selection,
         extra_evals={name: _subsample(s, cfg.max_eval_samples, cfg.subset_seed) for name, s in extras.items()},
@@ -124,7 +136,27 @@ def file_columns(cfg: DataConfig) -> Columns:
     )
 
 
-def _read(path: Path, columns: Columns, labels: list[str] | None, key: str) -> Split:
+def check_data_dir(cfg: DataConfig, rooted: bool) -> None:
+    """``data.data_dir`` (``rooted``: made from ``data.root`` and ``data.folder``) must be a folder."""
+    if not cfg.data_dir or Path(cfg.data_dir).expanduser().is_dir():
+        return
+    files = ", ".join(f for f in (cfg.train_file, cfg.eval_file) if f)
+    if not rooted:
+        problem = "is not a folder" if Path(cfg.data_dir).expanduser().exists() else "does not exist"
+        raise UserError(f"data.data_dir: folder {cfg.data_dir} {problem}; valid: a folder holding {files}")
+    root = Path(cfg.root).expanduser()
+    if root.is_dir():
+        found = sorted(p.name for p in root.iterdir() if p.is_dir())
+        problem = f"{root} has no folder {cfg.folder} (folders there: {', '.join(found[:10]) or 'none'})"
+    else:
+        problem = f"folder {root} does not exist"
+    raise UserError(
+        f"data.root: {problem}; valid: a benchmark download's folder holding {cfg.folder}/ with {files}, "
+        "or data.data_dir=DIR"
+    )
+
+
+def _read(path: Path, columns: Columns, labels: Labels, key: str) -> Split:
     rows = read_table(path, columns, labels, key)
     return Split(rows.texts, rows.labels, str(path), rows.text_pairs)
 
@@ -140,11 +172,11 @@ def _data_path(cfg: DataConfig, key: str, name: str | None) -> Path:
             folder = Path(cfg.data_dir).expanduser()
             found = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
             where = f" (data.data_dir={cfg.data_dir}; files there: {', '.join(found[:10]) or 'none'})"
-        raise UserError(f"{key}: file not found: {path}{where}")
+        raise UserError(f"{key}: file not found: {path}{where}; valid: an existing .tsv, .csv or .jsonl file")
     return path
 
 
-def _load_from_hub(cfg: DataConfig, label_names: list[str] | None) -> tuple[Split, Split, dict[str, Split]]:
+def _load_from_hub(cfg: DataConfig, labels: Labels) -> tuple[Split, Split, dict[str, Split]]:
     """``datasets.load_dataset(hub_path, hub_name)``: a hub id (e.g. nyu-mll/glue, rte) or a local dataset folder."""
     if not cfg.hub_path:
         raise UserError("data.hub_path: not set; valid: a hub dataset id such as 'nyu-mll/glue', or a local folder")
@@ -163,11 +195,11 @@ def _load_from_hub(cfg: DataConfig, label_names: list[str] | None) -> tuple[Spli
         ) from None
     wanted = {"data.hub_train_split": cfg.hub_train_split, "data.hub_eval_split": cfg.hub_eval_split}
     wanted |= {f"data.extra_evals.{name}.hub_split": extra.hub_split for name, extra in cfg.extra_evals.items()}
-    splits = [_hub_split(cfg, loaded, key, split, label_names) for key, split in wanted.items()]
+    splits = [_hub_split(cfg, loaded, key, split, labels) for key, split in wanted.items()]
     return splits[0], splits[1], dict(zip(cfg.extra_evals, splits[2:], strict=True))
 
 
-def _hub_split(cfg: DataConfig, loaded, key: str, split: str | None, label_names: list[str] | None) -> Split:
+def _hub_split(cfg: DataConfig, loaded, key: str, split: str | None, labels: Labels) -> Split:
     if split not in loaded:
         raise UserError(f"{key}: no split {split!r}; splits found: {', '.join(loaded)}")
     table = loaded[split]
@@ -176,14 +208,18 @@ def _hub_split(cfg: DataConfig, loaded, key: str, split: str | None, label_names
         if column not in table.column_names:
             raise UserError(f"{ckey}: column {column!r} not in {cfg.hub_path}; found {table.column_names}")
     where = f"{key}: {cfg.hub_path}/{split}"
-    values = table[cfg.label_column]
-    if label_names is None:
-        labels = [parse_score(v, where) for v in values]
-    else:
-        labels = [parse_label(v, label_names, where) for v in values]
-    texts = [str(t).strip() for t in table[cfg.text_column]]
-    pairs = [str(t).strip() for t in table[cfg.text_pair_column]] if cfg.text_pair_column else None
-    return Split(texts, labels, f"{cfg.hub_path}/{cfg.hub_name}:{split}", pairs)
+    values = [labels.parse(v, where) for v in table[cfg.label_column]]
+    texts = [_hub_text(t) for t in table[cfg.text_column]]
+    check_texts(texts, cfg.text_column, where)
+    pairs = [_hub_text(t) for t in table[cfg.text_pair_column]] if cfg.text_pair_column else None
+    if pairs is not None:
+        check_texts(pairs, cfg.text_pair_column, where)
+    return Split(texts, values, f"{cfg.hub_path}/{cfg.hub_name}:{split}", pairs)
+
+
+def _hub_text(value: object) -> str:
+    """A hub text, stripped; a missing one (None: an empty CSV field of a local dataset folder) is empty."""
+    return "" if value is None else str(value).strip()
 
 
 def carve_selection(train: Split, cfg: DataConfig) -> tuple[Split, Split | None]:
@@ -200,6 +236,12 @@ def carve_selection(train: Split, cfg: DataConfig) -> tuple[Split, Split | None]
         raise UserError(
             f"{key}: {value} ({rows} rows) leaves no training rows: train has {len(train)}; "
             f"valid: fewer than {len(train)} rows"
+        )
+    if rows < MIN_SELECTION_ROWS:
+        print(
+            f"[ptexp] warning: {key}: {value} gives a selection split of {rows} row{'s' if rows > 1 else ''}, too few "
+            f"to tell one step from another; {MIN_SELECTION_ROWS} or more are advised",
+            file=sys.stderr,
         )
     chosen = set(random.Random(f"selection:{cfg.subset_seed}").sample(range(len(train)), rows))
     kept = [i for i in range(len(train)) if i not in chosen]

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ptexp import checks
 from ptexp.adapters import backbone_fingerprint
 from ptexp.data import Dataset, load_dataset
 from ptexp.errors import UserError
 from ptexp.methods import METHODS, build_model
-from ptexp.models import SequenceClassifier, load_backbone, load_tokenizer
+from ptexp.models import SequenceClassifier, load_backbone, load_tokenizer, position_budget
 
 
 def validate(cfg: DictConfig) -> None:
@@ -71,6 +71,26 @@ def build_experiment(cfg: DictConfig, device: torch.device) -> Experiment:
     dataset = load_dataset(cfg.data)
     tokenizer = load_tokenizer(cfg.model)
     backbone = load_backbone(cfg.model, cfg.seed)
+    check_max_length(cfg.data.max_length, tokenizer, backbone, pairs=dataset.train.text_pairs is not None)
     fingerprint = backbone_fingerprint(backbone)
     classifier = SequenceClassifier(backbone, dataset.num_labels, cfg.model.pooling, cfg.model.classifier_dropout)
     return Experiment(dataset, tokenizer, build_model(cfg, classifier).to(device), fingerprint)
+
+
+def check_max_length(
+    max_length: int, tokenizer: PreTrainedTokenizerBase, backbone: PreTrainedModel, pairs: bool
+) -> None:
+    """``data.max_length`` must hold the special tokens and a token of each text (the tokenizer ignores a shorter
+    limit), and fit the model's positions (else the first long row fails mid-run). Raises UserError."""
+    special = tokenizer.num_special_tokens_to_add(pair=pairs)
+    least = special + (2 if pairs else 1)
+    if max_length < least:
+        texts = "a token of each text of a pair" if pairs else "a token of text"
+        what = f"the {special} special tokens and {texts}"
+        raise UserError(f"data.max_length: {max_length} cannot hold {what}; valid: data.max_length >= {least}")
+    budget = position_budget(backbone)
+    if max_length > budget:
+        raise UserError(
+            f"data.max_length: {max_length} tokens exceed the model's {budget} positions; "
+            f"valid: data.max_length <= {budget}"
+        )

@@ -179,6 +179,13 @@ class SequenceClassifier(nn.Module):
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
+def position_budget(backbone: PreTrainedModel) -> int:
+    """The most tokens one sequence may hold: the position embeddings, less the ``padding_idx + 1`` positions that
+    RoBERTa-style embeddings (RoBERTa, XLM-R, CamemBERT, MPNet: 514 rows) skip before the first token."""
+    skipped = getattr(getattr(backbone, "embeddings", None), "padding_idx", None)
+    return backbone.config.max_position_embeddings - (0 if skipped is None else skipped + 1)
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(total, trainable) parameter counts, each shared tensor counted once."""
     seen: set[int] = set()

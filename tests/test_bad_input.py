@@ -100,7 +100,7 @@ CASES = {
         ["tracking.artifact_root", "cannot create"],
     ),
     # data files
-    "data_dir_missing": (["data=sst2", "data.data_dir=/nonexistent/sst2"], ["data.train_file", "file not found"]),
+    "data_dir_missing": (["data=sst2", "data.data_dir=/nonexistent/sst2"], ["data.data_dir", "does not exist"]),
     "data_file_missing": ([*FILES, "data.train_file={D}/none.csv"], ["data.train_file", "file not found", "none.csv"]),
     "data_file_not_set": (["data=files"], ["data.train_file", "required", ".csv"]),
     "wrong_columns": (

@@ -69,8 +69,8 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "data.source": (["data.source=nope"], ["data.source", "embedded, hub, files"]),
     "data.task": (["data.task=nope"], ["data.task", "classification, regression"]),
     "data.hub_path": (["data=sst2", "data.hub_path="], ["data.hub_path"]),
-    "data.data_dir": (["data=sst2", "data.data_dir=/nonexistent/sst2"], ["data.train_file", "file not found"]),
-    "data.root": (["data=glue_rte", "data.root=/nonexistent/glue"], ["data.train_file", "/nonexistent/glue/RTE"]),
+    "data.data_dir": (["data=sst2", "data.data_dir=/nonexistent/sst2"], ["data.data_dir", "does not exist"]),
+    "data.root": (["data=glue_rte", "data.root=/nonexistent/glue"], ["data.root", "/nonexistent/glue does not"]),
     "data.folder": (["data.root=/tmp", "data.folder=null"], ["data.root", "no task folder (data.folder)"]),
     "data.train_file": ([*FILES, "data.train_file={D}/none.csv"], ["data.train_file", "file not found"]),
     "data.eval_file": ([*FILES, "data.eval_file={D}/none.csv"], ["data.eval_file", "file not found"]),
@@ -81,6 +81,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "data.file_columns": (["data.file_columns.text_column=nope"], ["data.text_column", "'nope'"]),
     "data.label_names": (["data.label_names=[a,a]"], ["data.label_names", "repeats", "distinct"]),
     "data.label_names (one)": (["data.label_names=[a]"], ["data.label_names", "at least two"]),
+    "data.label_range": (["data=glue_stsb", "data.label_range=[5,0]"], ["data.label_range: [5.0, 0.0]", "low < high"]),
     "data.metrics": (["data.metrics=[nope]"], ["data.metrics", "'nope'", "accuracy, f1, macro_f1, mcc"]),
     "data.primary_metric": (["data.primary_metric=pearson"], ["data.primary_metric", "not a classification"]),
     "data.selection_rows": (["data.selection_rows=-1"], ["data.selection_rows: -1", ">= 1"]),
@@ -132,12 +133,8 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "output_root": (["output_root=/proc/ptexp"], ["output_root", "cannot create '/proc/ptexp'"]),
 }
 
-# Their messages (ptexp/data.py, ptexp/tables.py) name the file and what is in it (the columns found, the files
-# in data_dir) instead of a "valid:" part.
-NO_VALID = {
-    "data.data_dir", "data.root", "data.train_file", "data.eval_file", "data.text_column", "data.text_pair_column",
-    "data.label_column", "data.columns", "data.file_columns",
-}  # fmt: skip
+# Their messages (ptexp/tables.py) name the file and the columns found in it instead of a "valid:" part.
+NO_VALID = {"data.text_column", "data.text_pair_column", "data.label_column", "data.columns", "data.file_columns"}
 
 # Keys whose wrong values are checked elsewhere, or that no wrong value can reach from here.
 NOT_HERE = {

@@ -199,8 +199,8 @@ def task_files(tmp_path, header: str, *rows: str, dev=True):
             (),
             "data.text_pair_column: column 'sentence2' not in",
         ),
-        ("glue_stsb", "sentence1\tsentence2\tscore", "a\tb\thigh", (), "label 'high' is not a number; valid: a finite"),
-        ("glue_stsb", "sentence1\tsentence2\tscore", "a\tb\tnan", (), "label 'nan' is not a number"),
+        ("glue_stsb", "sentence1\tsentence2\tscore", "a\tb\thigh", (), "label 'high' is not a plain decimal number"),
+        ("glue_stsb", "sentence1\tsentence2\tscore", "a\tb\tnan", (), "label 'nan' is not a plain decimal number"),
         (
             "glue_rte",
             "index\tsentence1\tsentence2\tlabel",

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ptexp.errors import UserError
-from ptexp.models import SequenceClassifier
+from ptexp.models import SequenceClassifier, position_budget
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,9 @@ class MethodSpec:
 
 
 def check_position_budget(cfg: DictConfig, classifier: SequenceClassifier) -> None:
-    """P extra positions plus data.max_length tokens must fit the model's position embeddings."""
-    budget = classifier.config.max_position_embeddings
+    """P extra positions plus data.max_length tokens must fit the model's position embeddings (data.max_length alone
+    was checked to fit by :func:`ptexp.experiment.check_max_length`)."""
+    budget = position_budget(classifier.backbone)
     if cfg.prefix_length + cfg.data.max_length > budget:
         raise UserError(
             f"prefix_length: {cfg.prefix_length} + data.max_length {cfg.data.max_length} tokens exceed the model's "
