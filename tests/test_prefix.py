@@ -125,9 +125,8 @@ def test_padded_row_equals_the_same_row_unpadded(overrides):
 
 
 @pytest.mark.parametrize("shift,layers", [(False, "null"), (True, "null"), (False, 1)])
-def test_logits_match_independent_eager_reference_not_peft_which_cannot_run_on_transformers_5_24(shift, layers):
-    """PEFT 0.21 prefix tuning cannot run on transformers >= 5.24, so the reference is BERT written out by hand.
-    (tests/compat compares with PEFT itself where it runs.)"""
+def test_logits_match_independent_eager_reference(shift, layers):
+    """The reference is BERT written out by hand (tests/test_peft_prefix.py compares with PEFT itself)."""
     _, model, tokenizer = build(
         "method=prefix", "prefix_length=5", f"prefix.shift_positions={shift}", f"prefix.layers={layers}"
     )
