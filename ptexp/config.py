@@ -38,6 +38,7 @@ class PrefixInit(str, Enum):
     random = "random"  # normal(0, init_std)
     zero = "zero"  # all zeros
     tokens = "tokens"  # the frozen model's own keys/values for init_text (Li & Liang's real-word init)
+    vocab = "vocab"  # the frozen model's own keys/values for P tokens drawn from the vocabulary (seeded)
 
 
 class PromptInit(str, Enum):

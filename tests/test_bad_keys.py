@@ -46,6 +46,10 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "prefix.projection_hidden": (["method=prefix", "prefix.projection_hidden=0"], ["prefix.projection_hidden"]),
     "prefix.dropout": (["method=prefix", "prefix.dropout=1"], ["prefix.dropout", "0 <= p < 1"]),
     "prefix.init": (["method=prefix", "prefix.init=nope"], ["prefix.init", "random, zero, tokens"]),
+    "prefix.init (vocab, projected)": (
+        ["method=prefix", "prefix.init=vocab", "prefix.projection=true"],
+        ["prefix.init: vocab cannot initialise a projected prefix", "random or zero"],
+    ),
     "prefix.init_std": (["method=prefix", "prefix.init_std=-1"], ["prefix.init_std: -1.0", "> 0"]),
     "prefix.init_text": (["method=prefix", "prefix.init=tokens", "prefix.init_text= "], ["prefix.init_text"]),
     "prefix.shift_positions": (["method=prefix", "prefix.shift_positions=maybe"], ["prefix.shift_positions"]),

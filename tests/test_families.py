@@ -225,7 +225,7 @@ def test_prefix_init_tokens_reads_each_family_projection(folders):
 
 
 def test_token_type_ids_change_the_logits_where_the_family_has_them(folders):
-    for method in sorted(set(METHODS) - {"peft_prefix"}):  # peft_prefix cannot run on transformers >= 5.24
+    for method in sorted(set(METHODS) - {"peft_prefix"}):  # PEFT drops them: tests/test_peft_prefix.py
         model, tokenizer = build(folders["bert"], f"method={method}", "prefix_length=2")
         enc = tokenizer(["a fine film"], ["it is not"], return_tensors="pt")
         assert int(enc["token_type_ids"].max()) == 1

@@ -125,9 +125,8 @@ def test_padded_row_equals_the_same_row_unpadded(overrides):
 
 
 @pytest.mark.parametrize("shift,layers", [(False, "null"), (True, "null"), (False, 1)])
-def test_logits_match_independent_eager_reference_not_peft_which_cannot_run_on_transformers_5_24(shift, layers):
-    """PEFT 0.21 prefix tuning cannot run on transformers >= 5.24, so the reference is BERT written out by hand.
-    (tests/compat compares with PEFT itself where it runs.)"""
+def test_logits_match_independent_eager_reference(shift, layers):
+    """The reference is BERT written out by hand (tests/test_peft_prefix.py compares with PEFT itself)."""
     _, model, tokenizer = build(
         "method=prefix", "prefix_length=5", f"prefix.shift_positions={shift}", f"prefix.layers={layers}"
     )
@@ -222,30 +221,69 @@ def test_prefix_takes_no_positions_unless_shifted():
         build("method=prefix", "prefix_length=500", "data.max_length=64", "prefix.shift_positions=true")
 
 
-def test_prefix_init_zero_and_tokens():
-    _, zero, _ = build("method=prefix", "prefix_length=3", "prefix.init=zero")
-    assert not zero.prefix_encoder.prefix.any()
-    text = "what a delightful surprise"
-    _, model, tokenizer = build("method=prefix", "prefix_length=6", "prefix.init=tokens", f"prefix.init_text='{text}'")
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    ids = [ids[i % len(ids)] for i in range(6)]
-    # Capture what each frozen layer's key and value projections compute for these tokens at positions 0..5.
-    captured: dict[tuple[int, str], torch.Tensor] = {}
-    bert = model.classifier.backbone
+def backbone_key_values(bert, ids: list[int]) -> dict[tuple[int, int], torch.Tensor]:
+    """{(layer, 0 key / 1 value): what that frozen layer's key or value projection computes for ``ids`` run as one
+    sequence at positions 0.., read by forward hooks on the projections."""
+    captured: dict[tuple[int, int], torch.Tensor] = {}
     hooks = [
-        getattr(layer.attention.self, kind).register_forward_hook(
-            lambda _m, _i, out, i=i, kind=kind: captured.__setitem__((i, kind), out[0].detach())
+        getattr(layer.attention.self, name).register_forward_hook(
+            lambda _m, _i, out, key=(i, kind): captured.__setitem__(key, out[0].detach())
         )
         for i, layer in enumerate(bert.encoder.layer)
-        for kind in ("key", "value")
+        for kind, name in enumerate(("key", "value"))
     ]
     with torch.no_grad():
-        bert(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, 6, dtype=torch.long))
+        bert(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long))
     for hook in hooks:
         hook.remove()
-    prefix = model.prefix_encoder.prefix.detach()
-    for (layer, kind), activations in captured.items():
-        torch.testing.assert_close(prefix[layer, 0 if kind == "key" else 1], activations, atol=1e-6, rtol=0)
+    return captured
+
+
+def test_prefix_init_zero():
+    _, zero, _ = build("method=prefix", "prefix_length=3", "prefix.init=zero")
+    assert not zero.prefix_encoder.prefix.any()
+
+
+@pytest.mark.parametrize("init,layers", [("tokens", "null"), ("tokens", 1), ("vocab", "null"), ("vocab", 1)])
+def test_prefix_init_from_activations_is_the_backbones_own_keys_and_values(monkeypatch, init, layers):
+    """init=tokens: init_text's tokens, repeated to P; init=vocab: P tokens drawn from the vocabulary. Either way,
+    each prefixed layer's prefix is what that layer's key and value projections compute for those tokens."""
+    from ptexp.methods import prefix
+
+    drawn: list[list[int]] = []
+    draw = prefix.vocab_token_ids
+    monkeypatch.setattr(prefix, "vocab_token_ids", lambda *args: drawn.append(draw(*args)) or drawn[-1])
+    text = "what a delightful surprise"
+    overrides = ["method=prefix", "prefix_length=6", f"prefix.init={init}", f"prefix.layers={layers}"]
+    _, model, tokenizer = build(*overrides, f"prefix.init_text='{text}'")
+    if init == "tokens":
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = [ids[i % len(ids)] for i in range(6)]
+        assert not drawn
+    else:
+        (ids,) = drawn
+        assert len(ids) == 6 and min(ids) >= 1000 and max(ids) < tokenizer.vocab_size
+    captured = backbone_key_values(model.classifier.backbone, ids)
+    prefix_kv = model.prefix_encoder.prefix.detach()  # (prefixed layers, 2, P, hidden)
+    layers_total = model.classifier.config.num_hidden_layers
+    assert prefix_kv.shape[0] == (layers_total if layers == "null" else layers)
+    for layer in range(model.first_prefixed, layers_total):
+        for kind in (0, 1):
+            expected = captured[(layer, kind)]
+            torch.testing.assert_close(prefix_kv[layer - model.first_prefixed, kind], expected, atol=1e-6, rtol=0)
+
+
+def test_prefix_init_vocab_draws_with_the_run_seed():
+    """The draw uses torch's generator, which the trainer seeds with the run's seed: the same seed draws the same."""
+    cfg = make_config("model=tiny", "method=prefix", "prefix_length=4", "prefix.init=vocab")
+
+    def prefix_of(seed: int) -> torch.Tensor:
+        classifier = SequenceClassifier(load_backbone(cfg.model, seed=0).eval(), 2, cfg.model.pooling, 0.0)
+        torch.manual_seed(seed)
+        return build_model(cfg, classifier).prefix_encoder.prefix.detach()
+
+    assert torch.equal(prefix_of(1), prefix_of(1))
+    assert not torch.equal(prefix_of(1), prefix_of(2))
 
 
 def test_prompt_of_length_zero_gives_plain_model_logits_and_padding_does_not_matter():

@@ -11,6 +11,10 @@ tuning does through the KV cache, so its effect can be measured (families with a
 
 ``prefix.layers=k`` puts prefixes in the top k layers only; the layers below run as without a prefix.
 
+``prefix.init``: ``random`` (normal, init_std), ``zero``, or the frozen backbone's own activations: ``tokens`` and
+``vocab`` run P tokens (init_text's, repeated to P; or P drawn from the vocabulary) through the backbone as one
+sequence without special tokens and take, per layer, what its key and value projections compute for them.
+
 Trainable parameters: prefixed layers x 2 x P x hidden for the plain prefix; with ``prefix.projection`` an
 embedding (P x hidden) feeds an MLP hidden -> projection_hidden -> layers x 2 x hidden (with biases).
 The classification head trains too.
@@ -154,6 +158,21 @@ def repeat_to_length(ids: list[int], length: int, key: str) -> list[int]:
     return [ids[i % len(ids)] for i in range(length)]
 
 
+def vocab_token_ids(vocab_size: int, length: int) -> list[int]:
+    """``length`` token ids drawn uniformly with torch's global generator (so seeded by the run's seed), skipping
+    [PAD], [unused*] and the other reserved rows at the start of BERT vocabularies."""
+    low = min(1000, vocab_size // 2)
+    return torch.randint(low, vocab_size, (length,)).tolist()
+
+
+def init_token_ids(cfg: DictConfig, classifier: SequenceClassifier, length: int) -> list[int]:
+    """The tokens whose keys and values initialise the prefix: init_text's (repeated to P) or P drawn ones."""
+    if PrefixInit(cfg.prefix.init) == PrefixInit.vocab:
+        return vocab_token_ids(classifier.backbone.get_input_embeddings().weight.shape[0], length)
+    ids = load_tokenizer(cfg.model)(cfg.prefix.init_text, add_special_tokens=False)["input_ids"]
+    return repeat_to_length(ids, length, "prefix.init_text")
+
+
 def build(cfg: DictConfig, classifier: SequenceClassifier) -> nn.Module:
     if cfg.prefix.shift_positions:  # only shifted real tokens use positions beyond the sequence's own
         check_position_budget(cfg, classifier)
@@ -163,10 +182,8 @@ def build(cfg: DictConfig, classifier: SequenceClassifier) -> nn.Module:
         if init == PrefixInit.zero:
             for param in encoder.parameters():
                 param.zero_()
-        elif init == PrefixInit.tokens and model.length > 0:
-            tokenizer = load_tokenizer(cfg.model)
-            ids = tokenizer(cfg.prefix.init_text, add_special_tokens=False)["input_ids"]
-            ids = repeat_to_length(ids, model.length, "prefix.init_text")
+        elif init in (PrefixInit.tokens, PrefixInit.vocab) and model.length > 0:
+            ids = init_token_ids(cfg, classifier, model.length)
             encoder.prefix.copy_(token_key_values(classifier.backbone, model.family, ids)[model.first_prefixed :])
     return model
 

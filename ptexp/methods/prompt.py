@@ -15,7 +15,7 @@ from torch import nn
 
 from ptexp.config import PromptInit, PromptOptions
 from ptexp.methods.base import MethodSpec, check_position_budget, freeze_all_but_head
-from ptexp.methods.prefix import repeat_to_length
+from ptexp.methods.prefix import repeat_to_length, vocab_token_ids
 from ptexp.models import SequenceClassifier, load_tokenizer
 
 
@@ -56,9 +56,8 @@ def initial_prompt(cfg: DictConfig, classifier: SequenceClassifier, length: int,
     init = PromptInit(options.init)
     if init == PromptInit.random:
         return torch.randn(length, embedding.shape[1]) * options.init_std
-    if init == PromptInit.vocab:  # skip [PAD], [unused*] and other reserved rows at the start of BERT vocabularies
-        low = min(1000, embedding.shape[0] // 2)
-        return embedding[torch.randint(low, embedding.shape[0], (length,))].clone()
+    if init == PromptInit.vocab:
+        return embedding[vocab_token_ids(embedding.shape[0], length)].clone()
     ids = load_tokenizer(cfg.model)(options.init_text, add_special_tokens=False)["input_ids"]
     return embedding[repeat_to_length(ids, length, "prompt.init_text")].clone()
 
