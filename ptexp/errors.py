@@ -1,4 +1,5 @@
-"""The two exceptions the CLIs turn into short messages; every other module may import this one."""
+"""The two exceptions the CLIs turn into short messages, and :func:`need`, the one-line config check; every other
+module may import this one."""
 
 from __future__ import annotations
 
@@ -9,3 +10,9 @@ class UserError(Exception):
 
 class TrainingDiverged(RuntimeError):
     """The loss stopped being a finite number: the run is marked FAILED, exit status 1."""
+
+
+def need(ok: bool, key: str, problem: str, valid: str) -> None:
+    """Raise ``UserError("KEY: problem; valid: ...")`` unless ``ok``: the one line of every config check."""
+    if not ok:
+        raise UserError(f"{key}: {problem}; valid: {valid}")

@@ -4,8 +4,9 @@ building data, tokenizer and model (where PEFT's target modules and the data key
 one ``error: KEY: ...; valid: ...`` line. ``tests/test_bad_input.py`` runs a handful of them (the issue's three
 escapes, data keys, select_best) through the real command line, which also checks exit 2 and no run left.
 
-``test_every_schema_key_has_a_bad_value_case`` keeps the table complete: a new key in ``ptexp/config.py`` needs
-a case here, one in test_bad_input.py, or a reason in ``NOT_HERE``.
+``test_every_schema_key_has_a_bad_value_case`` keeps the table complete: a new key of the schema (in
+``ptexp/config.py``, or in a method's options, which the registry adds) needs a case here, one in test_bad_input.py,
+or a reason in ``NOT_HERE``.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ import typing
 import pytest
 import torch
 
-from ptexp import config as schema
 from ptexp.__main__ import check_group_choices, check_value_types
 from ptexp.checks import validate_trainer_and_tracking
 from ptexp.devices import pick_device
 from ptexp.errors import UserError
-from ptexp.experiment import build_experiment, prepare_config
+from ptexp.experiment import build_experiment, prepare_config, set_up_training
+from ptexp.methods import SECTIONS, Schema
 from tests.conftest import make_config
 from tests.test_bad_input import CASES as CLI_CASES
 
@@ -149,7 +150,7 @@ NOT_HERE = {
 }
 
 
-def schema_keys(cls: type = schema.Config, prefix: str = "") -> list[str]:
+def schema_keys(cls: type = Schema, prefix: str = "") -> list[str]:
     """Every key of the schema: the leaves, and dict- or list-valued keys as one key each."""
     keys = []
     hints = typing.get_type_hints(cls)
@@ -184,7 +185,7 @@ def first_error(args: list[str], folder) -> str:
 
                 resume_target(cfg, folder / "run", False)
             pick_device(cfg.trainer.device)
-            build_experiment(cfg, torch.device("cpu"))
+            set_up_training(cfg, build_experiment(cfg, torch.device("cpu")))
     except SystemExit as exit_:
         assert exit_.code == 2
         return stderr.getvalue().strip()
@@ -216,6 +217,6 @@ def test_every_schema_key_has_a_bad_value_case():
     for args, _ in CLI_CASES.values():
         covered |= {a.lstrip("+").split("=")[0] for a in args if "=" in a}
     keys = schema_keys()
-    assert "trainer.select_best" in keys and "lora.target_modules" in keys
+    assert "trainer.select_best" in keys and all(any(k.startswith(f"{s}.") for k in keys) for s in SECTIONS)
     missing = [k for k in keys if k not in covered and k not in NOT_HERE]
     assert missing == [], missing

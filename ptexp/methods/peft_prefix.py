@@ -10,20 +10,27 @@ at all (DistilBERT, DeBERTa-v2/v3, MPNet) are refused with a pointer to ``method
 from __future__ import annotations
 
 import inspect
+from typing import TYPE_CHECKING
 
-import peft
-import transformers
 from omegaconf import DictConfig
-from peft import PrefixTuningConfig, TaskType
-from torch import nn
 
 from ptexp.errors import UserError
+from ptexp.methods import prefix
 from ptexp.methods.base import MethodSpec, check_position_budget
-from ptexp.methods.peft_backbone import wrap_backbone
-from ptexp.models import SequenceClassifier
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ptexp.models import SequenceClassifier
 
 
 def build(cfg: DictConfig, classifier: SequenceClassifier) -> nn.Module:
+    import peft
+    import transformers
+    from peft import PrefixTuningConfig, TaskType
+
+    from ptexp.methods.peft_backbone import wrap_backbone
+
     check_position_budget(cfg, classifier)
     backbone = classifier.backbone
     parameters = inspect.signature(backbone.forward).parameters
@@ -55,5 +62,9 @@ METHOD = MethodSpec(
     name="peft_prefix",
     summary="PEFT's PrefixTuning (reference row; needs transformers < 5.24 with PEFT <= 0.21)",
     build=build,
+    options=prefix.PrefixOptions,
+    section="prefix",  # its projection options are prefix's
+    check=prefix.check,
+    variant=(("prefix_length", "P"),),
     uses_prefix_length=True,
 )
