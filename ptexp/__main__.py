@@ -23,11 +23,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ptexp import config as _config  # registers the structured config schemas
+from ptexp import config as _config
 from ptexp.checkpoint import resume_target
 from ptexp.checks import folder_problem, validate_trainer_and_tracking
 from ptexp.config import CONF_DIR
 from ptexp.errors import TrainingDiverged, UserError
+from ptexp.methods import SECTIONS, Schema  # importing the registry registers the schema (no torch yet)
 from ptexp.store import holds_only_hydra_files, probe_server, remove_folder, tracking_uri
 from ptexp.sweep import SCHEMA_MATCHING_WARNING
 
@@ -50,24 +51,16 @@ def check_group_choices(argv: list[str]) -> None:
 
 def check_value_types(argv: list[str]) -> None:
     """Exit with one short line for ``key=value`` arguments whose value the schema's type refuses (before Hydra's
-    longer message): each key is tried on the schema with every section filled in with its defaults."""
+    longer message): each key is tried on the schema with every section, every method's options included, filled
+    in with its defaults."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
     from omegaconf.errors import ValidationError
 
     c = _config
-    schema = OmegaConf.structured(
-        c.Config(
-            model=c.ModelConfig(),
-            method=c.MethodConfig(),
-            data=c.DataConfig(),
-            optimizer=c.OptimizerConfig(),
-            prefix=c.PrefixOptions(),
-            prompt=c.PromptOptions(),
-            lora=c.LoraOptions(),
-            ia3=c.IA3Options(),
-        )
-    )
+    options = {section: dataclass() for section, dataclass in SECTIONS.items()}
+    parts = {"model": c.ModelConfig(), "method": c.MethodConfig(), "data": c.DataConfig()}
+    schema = OmegaConf.structured(Schema(**parts, optimizer=c.OptimizerConfig(), **options))
     groups = {d.name for d in CONF_DIR.iterdir() if d.is_dir()}
     parser = OverridesParser.create()
     for arg in argv:

@@ -1,8 +1,9 @@
 """Adapters: save only what a method trained (safetensors + a small JSON), and load it back onto a rebuilt model.
 
-A projected prefix is collapsed to the plain (layers, 2, P, hidden) prefix it produces, so inference
-needs no MLP. The JSON records the method, the base model, a fingerprint of the base weights, the
-command-line overrides that composed the run, and the eval metrics the run ended with.
+A method's ``export`` hook may save other tensors than those that trained (a projected prefix is saved as the plain
+prefix it produces) with the config keys that rebuild a model to take them (``rebuild``). The JSON records the
+method, the base model, a fingerprint of the base weights, the command-line overrides that composed the run, the
+eval metrics the run ended with, and what the method adds (``method_info``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -22,9 +25,18 @@ from ptexp.errors import UserError
 from ptexp.metrics import metric_names
 
 WEIGHTS, META = "adapter.safetensors", "adapter.json"
-REQUIRED = ("method", "base_model", "prefix_projection_collapsed", "overrides", "label_names")  # what evaluate reads
+REQUIRED = ("method", "base_model", "overrides", "label_names")  # what evaluate reads
 BASE_KEYS = ("name", "name_or_path", "fingerprint")
-PROJECTED_PREFIX = "prefix_encoder."
+
+
+@dataclass
+class Exported:
+    """What an adapter holds: its tensors, the config keys ``ptexp.evaluate`` sets before it rebuilds the model
+    (e.g. ``{"prefix.projection": False}`` for a collapsed prefix), and facts the method adds to adapter.json."""
+
+    tensors: dict[str, torch.Tensor]
+    rebuild: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 def backbone_fingerprint(backbone: nn.Module) -> str:
@@ -37,20 +49,13 @@ def backbone_fingerprint(backbone: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def trained_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], bool]:
-    """({name: tensor} of every trained parameter, whether a projected prefix was collapsed)."""
-    tensors = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
-    encoder = getattr(model, "prefix_encoder", None)
-    collapsed = bool(encoder is not None and encoder.projection)
-    if collapsed:
-        tensors = {k: v for k, v in tensors.items() if not k.startswith(PROJECTED_PREFIX)}
-        with torch.no_grad():
-            tensors[f"{PROJECTED_PREFIX}prefix"] = encoder.key_values().detach().cpu().contiguous()
-    return tensors, collapsed
+def trained_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """{name: CPU tensor} of every parameter that trained (``requires_grad``)."""
+    return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
 
 
 def save_adapter(
-    model: nn.Module,
+    exported: Exported,
     cfg: DictConfig,
     folder: Path,
     base_fingerprint: str,
@@ -59,18 +64,19 @@ def save_adapter(
     metrics: dict[str, float],
 ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    tensors, collapsed = trained_tensors(model)
+    tensors = exported.tensors
     save_file(tensors, str(folder / WEIGHTS))
     meta = {
         "method": cfg.method.name,
         "base_model": {"name": cfg.model.name, "name_or_path": cfg.model.name_or_path, "fingerprint": base_fingerprint},
-        "prefix_projection_collapsed": collapsed,
+        "rebuild": exported.rebuild,
         "overrides": overrides,
         "label_names": list(label_names),
         "task": str(getattr(cfg.data.task, "value", cfg.data.task)),
         "primary_metric": metric_names(cfg.data)[1],
         "trained_parameters": sum(t.numel() for t in tensors.values()),
         "eval": {k: v for k, v in metrics.items() if k.startswith(("eval/", "eval_", "selection/"))},
+        "method_info": exported.info,
         "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
     }
     (folder / META).write_text(json.dumps(meta, indent=2))

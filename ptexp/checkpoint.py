@@ -1,9 +1,10 @@
 """Checkpoints for exact resume (stopping on SIGINT / SIGTERM: :mod:`ptexp.signals`).
 
 A checkpoint holds only what changes while training: the parameters that train (``requires_grad``), the
-optimizer and scheduler states, the torch / CUDA / Python RNG states, the data-order generator's state at the
-start of the current epoch with the number of batches already taken from it, the loop's counters, and the MLflow
-run id. The frozen rest is rebuilt from the config and the seed, and checked against the backbone fingerprint.
+optimizer and scheduler states, the method's own training state (:meth:`~ptexp.methods.base.Training.state_dict`),
+the torch / CUDA / Python RNG states, the data-order generator's state at the start of the current epoch with the
+number of batches already taken from it, the loop's counters, and the MLflow run id. The frozen rest is rebuilt from
+the config and the seed, and checked against the backbone fingerprint.
 It is written to ``ckpt.tmp``, synced, then renamed over ``ckpt.pt``, so a kill mid-write leaves the previous
 checkpoint intact. A run that finishes writes ``result.json`` and drops its checkpoint (unless
 ``trainer.keep_checkpoint``).
@@ -33,6 +34,8 @@ from ptexp.store import flatten, run_dir_of
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from ptexp.methods.base import Training
 # torch is imported inside the functions that need it: the CLI checks trainer.resume before loading torch.
 
 CKPT, TMP, RESULT = "ckpt.pt", "ckpt.tmp", "result.json"
@@ -76,10 +79,18 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    run_dir: Path, model: nn.Module, optimizer, scheduler, loop: dict, meta: dict, rng_ranks: list | None = None
+    run_dir: Path,
+    model: nn.Module,
+    optimizer,
+    scheduler,
+    loop: dict,
+    meta: dict,
+    rng_ranks: list | None = None,
+    method: dict | None = None,
 ) -> Path:
     """Write the training state atomically (``ckpt.tmp`` -> fsync -> rename to ``ckpt.pt``). Under torchrun,
-    ``rng_ranks`` holds every rank's RNG states (rank 0 writes the checkpoint for all)."""
+    ``rng_ranks`` holds every rank's RNG states (rank 0 writes the checkpoint for all); ``method``: the method's
+    :meth:`~ptexp.methods.base.Training.state_dict`."""
     import torch
 
     state = {
@@ -87,6 +98,7 @@ def save_checkpoint(
         "trainable": trainable_tensors(model),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
+        "method": method or {},
         "rng": rng_states(),
         "loop": loop,
         "meta": meta,
@@ -157,12 +169,13 @@ def put_trainable(model: nn.Module, tensors: dict) -> None:
             params[name].copy_(tensor)
 
 
-def restore(state: dict, model: nn.Module, optimizer, scheduler) -> dict:
-    """Put the saved weights, optimizer and scheduler states back; returns the loop state. RNG states are set
-    apart, by :func:`set_rng_states`, right before the loop starts."""
+def restore(state: dict, model: nn.Module, optimizer, scheduler, training: Training) -> dict:
+    """Put the saved weights, optimizer, scheduler and method states back; returns the loop state. RNG states are
+    set apart, by :func:`set_rng_states`, right before the loop starts."""
     put_trainable(model, state["trainable"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    training.load_state_dict(state.get("method", {}))
     return state["loop"]
 
 

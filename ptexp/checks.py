@@ -11,8 +11,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ptexp.config import CONF_DIR, DataSource, Precision, PrefixInit, Task
-from ptexp.errors import UserError
+from ptexp.config import CONF_DIR, DataSource, Precision, Task
+from ptexp.errors import UserError, need
 
 
 @cache
@@ -67,11 +67,6 @@ def folder_problem(folder: str) -> str | None:
 
 def validate_trainer_and_tracking(cfg: DictConfig) -> None:
     """The trainer's and tracking's checks: cheap (no torch), so the CLI runs them before loading anything."""
-
-    def need(ok: bool, key: str, problem: str, valid: str) -> None:
-        if not ok:
-            raise UserError(f"{key}: {problem}; valid: {valid}")
-
     t = cfg.trainer
     need(t.epochs > 0, "trainer.epochs", f"{t.epochs}", "a number > 0, e.g. 3 or 1.5")
     per_method = {f"trainer.method_epochs.{m}": e for m, e in t.method_epochs.items()}
@@ -116,41 +111,20 @@ def validate_trainer_and_tracking(cfg: DictConfig) -> None:
 
 
 def validate(cfg: DictConfig, methods: Mapping[str, Any]) -> None:
-    """Checks across keys that the schema alone cannot express. Raises UserError. ``methods``: the method registry
-    (name -> spec with ``uses_prefix_length``), passed in by :func:`ptexp.experiment.validate` so that this module
-    stays below the methods."""
-
-    def need(ok: bool, key: str, problem: str, valid: str) -> None:
-        if not ok:
-            raise UserError(f"{key}: {problem}; valid: {valid}")
-
+    """Checks across keys that the schema alone cannot express, the chosen method's own ``check`` of its options
+    included. Raises UserError. ``methods``: the method registry (name -> :class:`~ptexp.methods.base.MethodSpec`),
+    passed in by :func:`ptexp.experiment.validate` so that this module stays below the methods."""
     need(cfg.method.name in methods, "method.name", f"unknown method {cfg.method.name!r}", ", ".join(methods))
-    if methods[cfg.method.name].uses_prefix_length:
+    spec = methods[cfg.method.name]
+    if spec.uses_prefix_length:
         need(cfg.prefix_length is not None, "prefix_length", "missing", "an integer >= 0")
         need(cfg.prefix_length >= 0, "prefix_length", f"{cfg.prefix_length} is negative", "an integer >= 0")
-    if cfg.prefix is not None:
-        p = cfg.prefix
-        need(0 <= p.dropout < 1, "prefix.dropout", f"{p.dropout}", "0 <= p < 1")
-        need(p.projection_hidden > 0, "prefix.projection_hidden", "must be positive", "an integer > 0")
-        init = PrefixInit(p.init)
-        need(
-            not (p.projection and init in (PrefixInit.tokens, PrefixInit.vocab)),
-            "prefix.init",
-            f"{init.value} cannot initialise a projected prefix",
-            "prefix.init=random or zero with prefix.projection=true",
-        )
-    for options in (cfg.prefix, cfg.prompt):
-        if options is not None:
-            section = "prefix" if options is cfg.prefix else "prompt"
-            need(options.init_std > 0, f"{section}.init_std", f"{options.init_std}", "a number > 0, e.g. 0.02")
+    if spec.check is not None:
+        spec.check(spec.options_of(cfg))
     need(bool(cfg.model.name.strip()), "model.name", "empty", "a short label for tags and run names, e.g. tiny")
     need(bool(cfg.data.name.strip()), "data.name", "empty", "a short label for tags and run names, e.g. sst2")
     dropout = cfg.model.classifier_dropout
     need(0 <= dropout < 1, "model.classifier_dropout", f"{dropout}", "0 <= p < 1")
-    if cfg.lora is not None:
-        need(cfg.lora.r >= 1, "lora.r", f"{cfg.lora.r}", "an integer >= 1")
-        need(0 <= cfg.lora.dropout < 1, "lora.dropout", f"{cfg.lora.dropout}", "0 <= p < 1")
-        need(cfg.lora.alpha > 0, "lora.alpha", f"{cfg.lora.alpha}", "an integer > 0 (the update is scaled by alpha/r)")
     validate_trainer_and_tracking(cfg)
     for method in cfg.trainer.method_epochs:
         need(method in methods, f"trainer.method_epochs.{method}", "unknown method", ", ".join(methods))

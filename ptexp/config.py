@@ -1,16 +1,18 @@
-"""Structured config schemas, registered in Hydra's ConfigStore.
+"""Structured config schemas, registered in Hydra's ConfigStore by the method registry (:mod:`ptexp.methods`).
 
 The YAML files under ``conf/`` fill in these dataclasses, so a wrong type or an unknown key fails
-while Hydra composes the config, before any model or data is loaded. Checks that need more than one
-key at a time live in :func:`validate`.
+while Hydra composes the config, before any model or data is loaded. Each method's options are a dataclass
+of its own module, a section of the schema that :func:`with_sections` adds. Checks that need more than one
+key at a time live in :mod:`ptexp.checks` and in each method's ``check``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, make_dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -32,19 +34,6 @@ class DataSource(str, Enum):
 class Task(str, Enum):
     classification = "classification"  # one label from label_names; cross-entropy; accuracy, macro-F1, ...
     regression = "regression"  # one float per row (e.g. STS-B's 0-5 score); one output, MSE; Pearson, Spearman
-
-
-class PrefixInit(str, Enum):
-    random = "random"  # normal(0, init_std)
-    zero = "zero"  # all zeros
-    tokens = "tokens"  # the frozen model's own keys/values for init_text (Li & Liang's real-word init)
-    vocab = "vocab"  # the frozen model's own keys/values for P tokens drawn from the vocabulary (seeded)
-
-
-class PromptInit(str, Enum):
-    random = "random"  # normal(0, init_std)
-    vocab = "vocab"  # embeddings of random vocabulary tokens
-    text = "text"  # embeddings of init_text's tokens, repeated to the prompt length
 
 
 class OptimizerName(str, Enum):
@@ -86,47 +75,6 @@ class ModelConfig:
 @dataclass
 class MethodConfig:
     name: str = MISSING  # one of ptexp.methods.METHODS
-
-
-@dataclass
-class PrefixOptions:
-    """Options of prefix tuning; the length is the top-level ``prefix_length``."""
-
-    projection: bool = False  # reparameterise the prefix through an MLP (Li & Liang 2021)
-    projection_hidden: int = 512
-    dropout: float = 0.0  # dropout on the prefix keys and values while training
-    init: PrefixInit = PrefixInit.random
-    init_std: float = 0.02  # std of the normal init of the prefix (or of its embedding with projection)
-    init_text: str = "this movie review is positive or negative"  # for init=tokens
-    shift_positions: bool = False  # False: real tokens keep positions 0..L-1; True: P..P+L-1 as in PEFT
-    layers: int | None = None  # None: every layer; k: only the top k layers get a prefix
-
-
-@dataclass
-class PromptOptions:
-    """Soft prompt tuning (Lester et al. 2021); the length is the top-level ``prefix_length``."""
-
-    init: PromptInit = PromptInit.vocab
-    init_std: float = 0.02
-    init_text: str = "this movie review is positive or negative"  # for init=text
-
-
-@dataclass
-class LoraOptions:
-    """LoRA (Hu et al. 2021) through PEFT."""
-
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.1
-    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
-
-
-@dataclass
-class IA3Options:
-    """IA3 (Liu et al. 2022) through PEFT; PEFT's default targets for BERT."""
-
-    target_modules: list[str] = field(default_factory=lambda: ["key", "value", "output.dense"])
-    feedforward_modules: list[str] = field(default_factory=lambda: ["output.dense"])
 
 
 @dataclass
@@ -276,19 +224,21 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     prefix_length: int | None = None  # P, read by the prefix method
-    prefix: PrefixOptions | None = None  # prefix options, set by conf/method/prefix.yaml
-    prompt: PromptOptions | None = None  # set by conf/method/prompt.yaml
-    lora: LoraOptions | None = None  # set by conf/method/lora.yaml
-    ia3: IA3Options | None = None  # set by conf/method/ia3.yaml
     study: StudyConfig = field(default_factory=StudyConfig)  # read by python -m ptexp.study only
     seed: int = 42
     output_root: str = "outputs"
 
 
-def register_configs() -> None:
-    """Register the schemas; conf/config.yaml extends ``base_config``."""
-    cs = ConfigStore.instance()
-    cs.store(name="base_config", node=Config)
+def with_sections(sections: Mapping[str, type], module: str) -> type:
+    """``Config`` plus one optional section per method options dataclass (``{section: dataclass}``, null unless
+    the method's YAML sets it), as the dataclass ``Schema``, which ``module`` must bind under that name (pickling
+    finds it there, e.g. for a sweep's parallel jobs)."""
+    fields = [(name, Optional[options], field(default=None)) for name, options in sections.items()]  # noqa: UP045
+    schema = make_dataclass("Schema", fields, bases=(Config,))
+    schema.__module__ = module
+    return schema
 
 
-register_configs()
+def register_configs(schema: type) -> None:
+    """Register ``schema`` (from :func:`with_sections`) as ``base_config``, which conf/config.yaml extends."""
+    ConfigStore.instance().store(name="base_config", node=schema)

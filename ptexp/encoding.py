@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +129,12 @@ class Collator:
         dtype = torch.float32 if isinstance(labels[0], float) else torch.long
         out = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": torch.tensor(labels, dtype=dtype)}
         return out if token_type_ids is None else {**out, "token_type_ids": token_type_ids}
+
+
+def planned_steps(rows: int, t) -> int:
+    """The optimizer steps a run of ``rows`` training rows takes: ``t.max_steps``, else ``t.epochs`` of batches."""
+    batches = -(-rows // t.batch_size)
+    return t.max_steps or math.ceil(round(batches * t.epochs, 6))  # round: 625 * 1.4 is 875.0000001
 
 
 def make_batches(train_set: EncodedSplit, t, generator: torch.Generator):

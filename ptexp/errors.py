@@ -1,5 +1,5 @@
-"""The two exceptions the CLIs turn into short messages, and their argument parser; every other module may import
-this one."""
+"""The two exceptions the CLIs turn into short messages, their argument parser, and :func:`need`, the one-line config
+check; every other module may import this one."""
 
 from __future__ import annotations
 
@@ -35,3 +35,9 @@ class OneLineParser(argparse.ArgumentParser):
             message = f"{unknown.split()[0]}: unexpected argument; valid: see {self.prog} --help"
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+
+
+def need(ok: bool, key: str, problem: str, valid: str) -> None:
+    """Raise ``UserError("KEY: problem; valid: ...")`` unless ``ok``: the one line of every config check."""
+    if not ok:
+        raise UserError(f"{key}: {problem}; valid: {valid}")

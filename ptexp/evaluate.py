@@ -17,9 +17,9 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
-import ptexp.config  # noqa: F401  (registers the schemas)
+import ptexp.methods  # noqa: F401  (registers the schema, every method's options included)
 from ptexp.adapters import load_trained, read_adapter
 from ptexp.config import CONF_DIR
 from ptexp.data import Collator, encode
@@ -42,9 +42,9 @@ def evaluate_adapter(folder: Path, overrides: list[str], predictions: Path | Non
     if cfg.method.name != meta["method"]:
         raise UserError(f"method: the adapter is for method={meta['method']}, not {cfg.method.name}")
     prepare_config(cfg)
-    if meta["prefix_projection_collapsed"]:
-        with open_dict(cfg):
-            cfg.prefix.projection = False  # the saved prefix is the MLP's output
+    with open_dict(cfg):
+        for key, value in meta.get("rebuild", {}).items():  # what the method's export asks for, e.g. no projection
+            OmegaConf.update(cfg, key, value)
     device = pick_device(cfg.trainer.device)
     built = build_experiment(cfg, device)
     base = meta["base_model"]

@@ -14,8 +14,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ptexp import checks
 from ptexp.adapters import backbone_fingerprint
 from ptexp.data import Dataset, load_dataset
+from ptexp.encoding import planned_steps
 from ptexp.errors import UserError
-from ptexp.methods import METHODS, build_model
+from ptexp.methods import METHODS, Training, build_model, start_training
 from ptexp.models import SequenceClassifier, load_backbone, load_tokenizer, position_budget
 
 
@@ -94,3 +95,9 @@ def check_max_length(
             f"data.max_length: {max_length} tokens exceed the model's {budget} positions; "
             f"valid: data.max_length <= {budget}"
         )
+
+
+def set_up_training(cfg: DictConfig, built: Experiment) -> Training:
+    """The method's part in training ``built``, for the steps the run will take (a UserError when its options do not
+    fit that count): called before the run is tracked, so that such a mistake leaves nothing behind."""
+    return start_training(cfg, built.model, planned_steps(len(built.dataset.train), cfg.trainer))

@@ -1,9 +1,8 @@
 """The training loop every method shares: shuffle, forward, loss, backward, clip, step; log, evaluate, checkpoint.
 
 :func:`train` reads top to bottom. A step (:meth:`Loop.train_step`) is one code path for one process and for
-torchrun: :class:`~ptexp.distributed.Dist` holds DDP's row share, loss weights and sums, no-ops at world size 1.
-Logging, evaluation, checkpoints and the stop vote are the small hooks of :class:`Loop`; the loop's counters are
-a :class:`LoopState`, which a checkpoint saves as a dict.
+torchrun (:class:`~ptexp.distributed.Dist`: DDP's row share, loss weights and sums; no-ops at world size 1).
+Logging, evaluation, checkpoints and the stop vote are small hooks of :class:`Loop`; its counters: :class:`LoopState`.
 """
 
 from __future__ import annotations
@@ -24,8 +23,10 @@ from ptexp.checkpoint import restore, rng_states, save_checkpoint, set_rng_state
 from ptexp.data import Collator, EncodedSplit, make_batches
 from ptexp.devices import autocast, fused_optimizer, peak_memory_mb, split_batch
 from ptexp.distributed import Dist, StepTotals, wrap_for_training
+from ptexp.encoding import planned_steps
 from ptexp.errors import TrainingDiverged
 from ptexp.evaluation import EvalSets, Evaluator, SplitOutputs, TaskSpec, batch_loss, describe, predict
+from ptexp.methods import Training
 from ptexp.optim import make_optimizer, make_scheduler
 from ptexp.signals import StopSignals
 from ptexp.tracking import NullTracker, RunTracker
@@ -60,8 +61,8 @@ class TrainJob:
     """How :func:`train` runs: the config, where it logs (a RunTracker or NullTracker), the device, and, for a
     tracked run, where it checkpoints (``run_dir``; None: never), the checkpoint it resumes (``resume``), the
     signals that stop it, the checkpoint's ``meta``, the processes (``dist``), the autocast dtype (``amp``) and
-    the task's metrics (``spec``; None: from ``cfg.data``). The final evaluation leaves each eval split's outputs
-    in ``predictions``, by prefix (``eval``, ``eval_NAME``)."""
+    the task's metrics (``spec``; None: from ``cfg.data``) and the method's part in the loop (``training``). The final
+    evaluation leaves each eval split's outputs in ``predictions``, by prefix (``eval``, ``eval_NAME``)."""
 
     cfg: DictConfig
     tracker: RunTracker | NullTracker
@@ -75,6 +76,7 @@ class TrainJob:
     amp: torch.dtype | None = None
     spec: TaskSpec | None = None
     predictions: dict[str, SplitOutputs] = field(default_factory=dict)
+    training: Training = field(default_factory=Training)
 
 
 def train(model: nn.Module, train_set: EncodedSplit, evals: EvalSets | EncodedSplit, job: TrainJob) -> dict[str, float]:
@@ -87,9 +89,8 @@ def train(model: nn.Module, train_set: EncodedSplit, evals: EvalSets | EncodedSp
     generator and trains on its share, rows ``rank::world`` (:meth:`Dist.share`, :meth:`Dist.rank_loss`). Loss,
     token counts and the stop request are summed over the ranks at every step; rank 0 logs and checkpoints.
     """
-    loop = Loop(
-        model, train_set, evals if isinstance(evals, EvalSets) else EvalSets(evals), job
-    )  # optimizer, schedule, data order; the checkpoint's, if resuming
+    evals = evals if isinstance(evals, EvalSets) else EvalSets(evals)
+    loop = Loop(model, train_set, evals, job)  # optimizer, schedule, data order; the checkpoint's, if resuming
     state, stop = loop.state, job.stop
     with stop.deferred():  # in the loop, SIGINT/SIGTERM wait for the end of the step, then checkpoint and stop
         while state.step < loop.total_steps:
@@ -131,14 +132,13 @@ class Loop:
         self.evaluator = Evaluator(model, evals, self.spec, select_best, self.evaluate_split, job.predictions)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.batches = make_batches(train_set, self.t, self.generator)
-        # round: 625 * 1.4 is 875.0000001
-        self.total_steps = self.t.max_steps or math.ceil(round(len(self.batches) * self.t.epochs, 6))
+        self.total_steps = planned_steps(len(train_set), self.t)
         self.optimizer = make_optimizer(model, cfg.optimizer, fused=fused_optimizer(cfg.optimizer, device))
         self.scheduler = make_scheduler(self.optimizer, cfg.optimizer, self.total_steps)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.state = LoopState(epoch_rng=self.generator.get_state())
         if job.resume is not None:
-            self.state = LoopState(**restore(job.resume, model, self.optimizer, self.scheduler))
+            self.state = LoopState(**restore(job.resume, model, self.optimizer, self.scheduler, job.training))
             self.generator.set_state(self.state.epoch_rng)
             ranks = job.resume.get("rng_ranks") or []
             set_rng_states(ranks[dist.rank] if len(ranks) == dist.world else job.resume["rng"])
@@ -165,6 +165,7 @@ class Loop:
         loss, rank_value = dist.rank_loss(
             lambda reduction: batch_loss(logits, labels, task, reduction), weight, len(indices)
         )
+        loss = loss + job.training.extra_loss()  # a method's regulariser; train/loss logs the task's
         # a signal after this sum stops the next step
         totals = dist.step_totals(rank_value, inputs["attention_mask"], weight, len(indices), job.stop.requested)
         check_finite(totals.loss, self.state.step + 1, job.cfg)
@@ -174,6 +175,7 @@ class Loop:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.t.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
+        job.training.after_step(self.state.step + 1)
         return totals
 
     def begin_epoch(self) -> None:
@@ -253,7 +255,8 @@ class Loop:
             metrics_file = job.tracker.metrics_file
             s.metrics_bytes = metrics_file.stat().st_size if metrics_file.exists() else 0
             meta = {**job.meta, "run_id": job.tracker.run_id, "world_size": job.dist.world}
-            save_checkpoint(job.run_dir, self.model, self.optimizer, self.scheduler, asdict(s), meta, rng_ranks)
+            method = job.training.state_dict()
+            save_checkpoint(job.run_dir, self.model, self.optimizer, self.scheduler, asdict(s), meta, rng_ranks, method)
 
     def stop_vote(self, totals: StepTotals) -> bool:
         """Whether to checkpoint and stop after this step. One process: whether a signal came by now. Under

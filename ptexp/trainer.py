@@ -32,9 +32,10 @@ from ptexp.devices import autocast_dtype, fused_optimizer, pick_device, reset_pe
 from ptexp.distributed import Dist, distributed, share_run_dir, torchrun_world
 from ptexp.errors import UserError
 from ptexp.evaluation import EvalSets, TaskSpec
-from ptexp.experiment import Experiment, build_experiment, prepare_config, use_method_epochs
+from ptexp.experiment import Experiment, build_experiment, prepare_config, set_up_training, use_method_epochs
 from ptexp.fast_dropout import use_fast_dropout
 from ptexp.loop import TrainJob, train
+from ptexp.methods import Training, export_adapter, run_variant
 from ptexp.models import count_parameters
 from ptexp.predictions import save_predictions
 from ptexp.signals import StopSignals
@@ -125,7 +126,7 @@ def run_tracked(start: Start, in_sweep: bool, dist: Dist) -> dict[str, float]:
         trackers: list = []
         dist.decide(lambda: trackers.append(RunTracker(cfg, run_dir)))
         tracker = trackers[0] if trackers else NullTracker(run_dir)
-        built, train_set, evals = build(cfg, device, state, run_dir)
+        built, train_set, evals, training = build(cfg, device, state, run_dir)
         total, trainable = count_parameters(built.model)
         counts = {"params/total": total, "params/trainable": trainable, "params/trainable_pct": 100 * trainable / total}
         tags = run_tags(cfg, built.dataset, device, amp, tf32, dist, state)
@@ -138,7 +139,9 @@ def run_tracked(start: Start, in_sweep: bool, dist: Dist) -> dict[str, float]:
                 "overrides": start.overrides,
             }
             collate = Collator(built.tokenizer.pad_token_id)
-            job = TrainJob(cfg, tracker, device, collate, run_dir, state, stop, meta, dist, amp, TaskSpec.of(cfg.data))
+            job = TrainJob(
+                cfg, tracker, device, collate, run_dir, state, stop, meta, dist, amp, TaskSpec.of(cfg.data), training
+            )
             result = train(built.model, train_set, evals, job)
             if dist.main:
                 save_predictions(job.predictions, job.spec.task, run_dir, tracker)
@@ -165,9 +168,13 @@ def marking_failures(tracker: RunTracker | NullTracker, run_dir: Path, dist: Dis
         raise
 
 
-def build(cfg: DictConfig, device: torch.device, state: dict | None, run_dir: Path):
-    """The experiment (checked against the checkpoint it resumes), its tokenised train rows and eval sets."""
+def build(
+    cfg: DictConfig, device: torch.device, state: dict | None, run_dir: Path
+) -> tuple[Experiment, EncodedSplit, EvalSets, Training]:
+    """The experiment (checked against the checkpoint it resumes), its tokenised train rows and eval sets, and the
+    method's part in the loop."""
     built = build_experiment(cfg, device)
+    training = set_up_training(cfg, built)
     if wants_fast_dropout(cfg.trainer.fast_dropout, device):
         use_fast_dropout(built.model)
     if state is not None:
@@ -180,7 +187,7 @@ def build(cfg: DictConfig, device: torch.device, state: dict | None, run_dir: Pa
 
     selection = None if data.selection is None else tokenised(data.selection)
     evals = EvalSets(tokenised(data.eval), {name: tokenised(s) for name, s in data.extra_evals.items()}, selection)
-    return built, tokenised(data.train), evals
+    return built, tokenised(data.train), evals, training
 
 
 def announce(
@@ -225,8 +232,9 @@ def save_and_log_adapter(
 ) -> None:
     """Save what trained to ``run_dir/adapter`` and log it, its size (``adapter/bytes``, also added to ``result``)
     and ``metrics.jsonl``."""
+    exported = export_adapter(cfg, built.model)
     folder = save_adapter(
-        built.model, cfg, run_dir / "adapter", built.base_fingerprint, overrides, built.dataset.label_names, result
+        exported, cfg, run_dir / "adapter", built.base_fingerprint, overrides, built.dataset.label_names, result
     )
     result["adapter/bytes"] = adapter_bytes(folder)
     tracker.log_metrics({"adapter/bytes": result["adapter/bytes"]}, result["train/steps"])
@@ -235,10 +243,11 @@ def save_and_log_adapter(
 
 
 def run_name(cfg: DictConfig) -> str:
-    """``tracking.run_name``, else ``METHOD[-P<prefix_length>]-MODEL-DATA-s<seed>``."""
+    """``tracking.run_name``, else ``METHOD[-VARIANT]-MODEL-DATA-s<seed>``, the variant as the method names it:
+    ``prefix-P20-...``, ``lora-r8-...``."""
     seed = f"s{cfg.seed}"
-    prefix = f"-P{cfg.prefix_length}" if cfg.prefix_length is not None else ""
-    return cfg.tracking.run_name or f"{cfg.method.name}{prefix}-{cfg.model.name}-{cfg.data.name}-{seed}"
+    variant = "".join(f"-{label}{text}" for label, text in run_variant(cfg))
+    return cfg.tracking.run_name or f"{cfg.method.name}{variant}-{cfg.model.name}-{cfg.data.name}-{seed}"
 
 
 def run_tags(

@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-import ptexp.config  # noqa: F401  (registers the schemas)
+import ptexp.methods  # noqa: F401  (registers the schema, every method's options included)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = str(ROOT / "conf")

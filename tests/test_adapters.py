@@ -57,7 +57,7 @@ def test_adapter_holds_what_trained_and_evaluate_reproduces_the_run(tmp_path, ov
     if expected_names is not None:
         assert set(tensors) == expected_names
         assert tensors["prefix_encoder.prefix"].shape == (2, 2, 4, 32)  # collapsed: layers, k/v, P, hidden
-        assert meta["prefix_projection_collapsed"] is True
+        assert meta["rebuild"] == {"prefix.projection": False}  # ptexp.evaluate rebuilds without the MLP
     assert sum(t.numel() for t in tensors.values()) == meta["trained_parameters"]
     if meta["method"] != "prefix":  # a collapsed prefix stores fewer numbers than its MLP has parameters
         assert meta["trained_parameters"] == run.data.metrics["params/trainable"]

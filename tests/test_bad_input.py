@@ -84,6 +84,10 @@ CASES = {
         ["method=ia3", "ia3.feedforward_modules=[query]"],
         ["ia3.feedforward_modules", "['query'] not in ia3.target_modules", "subset"],
     ),
+    "adalora_schedule_longer_than_the_run": (
+        ["method=adalora", "adalora.tinit=1000"],  # checked against the run's step count, before it is tracked
+        ["adalora.tinit", "no step to prune ranks in the run's 30 steps", "adalora.tinit + adalora.tfinal < 30"],
+    ),
     "data_metric_unknown": (["data.metrics=[nope]"], ["data.metrics", "'nope'", "accuracy, f1, macro_f1, mcc"]),
     "selection_rows_and_fraction": (
         ["data.selection_rows=5", "data.selection_fraction=0.1"],

@@ -4,8 +4,9 @@ building data, tokenizer and model (where PEFT's target modules and the data key
 one ``error: KEY: ...; valid: ...`` line. ``tests/test_bad_input.py`` runs a handful of them (the issue's three
 escapes, data keys, select_best) through the real command line, which also checks exit 2 and no run left.
 
-``test_every_schema_key_has_a_bad_value_case`` keeps the table complete: a new key in ``ptexp/config.py`` needs
-a case here, one in test_bad_input.py, or a reason in ``NOT_HERE``.
+``test_every_schema_key_has_a_bad_value_case`` keeps the table complete: a new key of the schema (in
+``ptexp/config.py``, or in a method's options, which the registry adds) needs a case here, one in test_bad_input.py,
+or a reason in ``NOT_HERE``.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ import typing
 import pytest
 import torch
 
-from ptexp import config as schema
 from ptexp.__main__ import check_group_choices, check_value_types
 from ptexp.checks import validate_trainer_and_tracking
 from ptexp.devices import pick_device
 from ptexp.errors import UserError
-from ptexp.experiment import build_experiment, prepare_config
+from ptexp.experiment import build_experiment, prepare_config, set_up_training
+from ptexp.methods import SECTIONS, Schema
 from tests.conftest import make_config
 from tests.test_bad_input import CASES as CLI_CASES
 
@@ -68,6 +69,19 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "ia3.target_modules": (["method=ia3", "ia3.target_modules=[nope]"], ["ia3.target_modules", "matches no"]),
     "ia3.feedforward_modules": (["method=ia3", "ia3.feedforward_modules=[query]"], ["ia3.feedforward_modules"]),
+    # AdaLoRA (data.max_train_samples=16 at batch 32 for 3 epochs: a run of 3 steps)
+    "adalora.init_r": (["method=adalora", "adalora.init_r=0"], ["adalora.init_r: 0", ">= 1"]),
+    "adalora.target_r": (["method=adalora", "adalora.target_r=16"], ["adalora.target_r: 16 > adalora.init_r 12"]),
+    "adalora.tinit": (["method=adalora", "adalora.tinit=1000"], ["adalora.tinit", "no step to prune", "< 3"]),
+    "adalora.tinit (negative)": (["method=adalora", "adalora.tinit=-1"], ["adalora.tinit: -1", ">= 0"]),
+    "adalora.tfinal": (["method=adalora", "adalora.tfinal=3"], ["adalora.tfinal", "tinit 0 + tfinal 3", "< 3"]),
+    "adalora.deltaT": (["method=adalora", "adalora.deltaT=0"], ["adalora.deltaT: 0", ">= 1"]),
+    "adalora.beta1": (["method=adalora", "adalora.beta1=1"], ["adalora.beta1: 1.0", "0 < beta1 < 1"]),
+    "adalora.beta2": (["method=adalora", "adalora.beta2=0"], ["adalora.beta2: 0.0", "0 < beta2 < 1"]),
+    "adalora.orth_reg_weight": (["method=adalora", "adalora.orth_reg_weight=-1"], ["adalora.orth_reg_weight"]),
+    "adalora.target_modules": (["method=adalora", "adalora.target_modules=[nope]"], ["adalora.target_modules"]),
+    "adalora.alpha": (["method=adalora", "adalora.alpha=0"], ["adalora.alpha: 0", "> 0"]),
+    "adalora.dropout": (["method=adalora", "adalora.dropout=1"], ["adalora.dropout: 1.0", "0 <= p < 1"]),
     # data
     "data.name": (["data.name= "], ["data.name: empty"]),
     "data.source": (["data.source=nope"], ["data.source", "embedded, hub, files"]),
@@ -164,7 +178,7 @@ NOT_HERE = {
 }
 
 
-def schema_keys(cls: type = schema.Config, prefix: str = "") -> list[str]:
+def schema_keys(cls: type = Schema, prefix: str = "") -> list[str]:
     """Every key of the schema: the leaves, and dict- or list-valued keys as one key each."""
     keys = []
     hints = typing.get_type_hints(cls)
@@ -199,7 +213,7 @@ def first_error(args: list[str], folder) -> str:
 
                 resume_target(cfg, folder / "run", False)
             pick_device(cfg.trainer.device)
-            build_experiment(cfg, torch.device("cpu"))
+            set_up_training(cfg, build_experiment(cfg, torch.device("cpu")))
     except SystemExit as exit_:
         assert exit_.code == 2
         return stderr.getvalue().strip()
@@ -231,6 +245,6 @@ def test_every_schema_key_has_a_bad_value_case():
     for args, _ in CLI_CASES.values():
         covered |= {a.lstrip("+").split("=")[0] for a in args if "=" in a}
     keys = schema_keys()
-    assert "trainer.select_best" in keys and "lora.target_modules" in keys
+    assert "trainer.select_best" in keys and all(any(k.startswith(f"{s}.") for k in keys) for s in SECTIONS)
     missing = [k for k in keys if k not in covered and k not in NOT_HERE]
     assert missing == [], missing

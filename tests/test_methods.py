@@ -26,6 +26,7 @@ TRAINS = {
     "linear_probe": is_head,
     "bitfit": lambda name: name.endswith(".bias") or is_head(name),
     "lora": lambda name: ".lora_A." in name or ".lora_B." in name or is_head(name),
+    "adalora": lambda name: any(f".lora_{m}." in name for m in "ABE") or is_head(name),
     "ia3": lambda name: ".ia3_l." in name or is_head(name),
     "prompt": lambda name: name == "prompt" or is_head(name),
     "peft_prefix": lambda name: name.startswith("backbone.prompt_encoder.") or is_head(name),

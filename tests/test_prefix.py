@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ptexp.errors import UserError
 from ptexp.methods import build_model
-from ptexp.methods.prefix import PrefixTuningModel
+from ptexp.methods.prefix_model import PrefixTuningModel
 from ptexp.models import SequenceClassifier, count_parameters, load_backbone, load_tokenizer
 from tests.conftest import make_config
 

@@ -51,8 +51,8 @@ def printed_table(stdout: str, first_header: str) -> list[dict[str, str]]:
 
 
 def printed_groups(stdout: str) -> dict[tuple[str, str], dict[str, str]]:
-    """(method, prefix_length) -> header -> cell of that row of the printed summary table."""
-    return {(row["method"], row["prefix_length"]): row for row in printed_table(stdout, "method")}
+    """(method, variant) -> header -> cell of that row of the printed summary table."""
+    return {(row["method"], row["variant"]): row for row in printed_table(stdout, "method")}
 
 
 def md_summary_rows(md: str) -> list[str]:
@@ -99,11 +99,11 @@ def test_report_of_the_latest_sweep_writes_table_files_plots_and_attaches_them(s
     assert "Traceback" not in proc.stderr
 
     groups = printed_groups(proc.stdout)
-    assert set(groups) == {("full", "—"), ("prefix", "20")}
+    assert set(groups) == {("full", "—"), ("prefix", "P=20")}
     assert all(cells["seeds"] == "3" and cells["metric"] == "accuracy" for cells in groups.values())
     assert groups[("full", "—")]["trainable %"] == "100.0%"
-    assert "±" in groups[("prefix", "20")]["final eval"]
-    assert groups[("prefix", "20")]["selection score"] == "n/a"  # no selection split
+    assert "±" in groups[("prefix", "P=20")]["final eval"]
+    assert groups[("prefix", "P=20")]["selection score"] == "n/a"  # no selection split
     tasks = {row["method"]: row for row in printed_table(proc.stdout, "task")}  # a full group: the task view
     assert tasks["full"]["gap to full"] == "reference" and tasks["prefix P=20"]["gap to full"].endswith(" pts")
     # the runs wrote their predictions: the interval resamples seeds and dev examples
@@ -131,6 +131,7 @@ def test_report_of_the_latest_sweep_writes_table_files_plots_and_attaches_them(s
         assert row["selection_score_mean"] == "n/a" and row["selected_on_selection_mean"] == "n/a"
         assert float(row["trainable_params"]) == runs[0].data.metrics["params/trainable"]
     assert rows["prefix"]["prefix_length"] == "20" and rows["full"]["prefix_length"] == ""
+    assert rows["prefix"]["variant"] == "P=20" and rows["full"]["variant"] == ""
     assert float(rows["full"]["trainable_pct"]) == pytest.approx(100.0)
 
     for name in (*PLOTS, GAP_PLOT):
@@ -165,7 +166,7 @@ def test_filter_selects_within_the_experiment_and_does_not_attach(sweep, tmp_pat
     root, _, _ = sweep
     proc = run_report("--output-root", str(root), "--filter", "tags.ptexp.method = 'prefix'", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert set(printed_groups(proc.stdout)) == {("prefix", "20")}
+    assert set(printed_groups(proc.stdout)) == {("prefix", "P=20")}
     assert "not attached" in proc.stdout
     with (tmp_path / "report.csv").open() as f:
         assert [r["seeds"] for r in csv.DictReader(f)] == ["3"]
@@ -257,7 +258,7 @@ def test_prefix_length_sweep_preset_gets_the_prefix_length_plot(tmp_path):
     proc = run_report("--output-root", str(tmp_path), "--latest-sweep", "--no-attach")
     assert proc.returncode == 0, proc.stderr[-3000:]
     groups = printed_groups(proc.stdout)
-    assert sorted(int(p) for _, p in groups) == [1, 5, 10, 20, 50]
+    assert [p for _, p in groups] == ["P=1", "P=5", "P=10", "P=20", "P=50"]  # in numeric order
     assert all(cells["seeds"] == "1" and "± —" in cells["final eval"] for cells in groups.values())  # one seed
 
     out = one_report_dir(tmp_path)
@@ -435,3 +436,51 @@ def test_mixed_tasks_headline_selection_columns_and_gap_to_full(tmp_path):
     md = (out / "report.md").read_text()
     assert "## Tasks" in md and OPTIMISTIC in md and f"({GAP_PLOT})" in md
     assert f"### Recipes\n\n- glue_cola / tiny / prefix P=10: {recipe}\n" in md and "<h3>Recipes</h3>" in page
+
+
+def handmade_run(method: str, seed: int, params: dict[str, str], accuracy: float):
+    """An MLflow run as :func:`ptexp.report.runs.run_data` reads it (info, tags, params, metrics), made in memory."""
+    from types import SimpleNamespace
+
+    run_id = f"{method}-{'-'.join(params.values())}-s{seed}"
+    info = SimpleNamespace(run_id=run_id, run_name=run_id, status="FINISHED")
+    tags = {"ptexp.method": method, "ptexp.model": "tiny", "ptexp.data": "embedded"}
+    data = SimpleNamespace(tags=tags, params={"seed": str(seed), **params}, metrics={"eval/accuracy": accuracy})
+    return SimpleNamespace(info=info, data=data)
+
+
+def test_a_lora_rank_sweep_and_an_ia3_target_sweep_give_one_group_per_variant():
+    """Groups follow each method's variant keys (lora.r, ia3.target_modules): no averaging across them."""
+    from ptexp.report.runs import run_data
+    from ptexp.report.stats import check_runs, make_groups
+    from ptexp.report.tables import CSV_HEADERS, HEADERS, csv_row, display_row
+
+    runs = [
+        run_data(handmade_run("lora", seed, {"lora.r": str(r), "prefix_length": "None"}, 0.5 + r / 100))
+        for r in (16, 4, 8)
+        for seed in (1, 2)
+    ]
+    for targets in (["key", "value", "output.dense"], ["key", "value"]):
+        runs += [run_data(handmade_run("ia3", seed, {"ia3.target_modules": str(targets)}, 0.6)) for seed in (1, 2)]
+    groups = make_groups(runs)
+    labels = ["ia3 key+value", "ia3 key+value+output.dense", "lora r=4", "lora r=8", "lora r=16"]
+    assert [g.label for g in groups] == labels  # ranks in numeric order
+    assert [len(g.runs) for g in groups] == [2] * 5
+    assert [g.final.mean for g in groups[2:]] == pytest.approx([0.54, 0.58, 0.66])
+    assert not [w for w in check_runs(groups) if "differ" in w]  # before: one lora group, "configs differ in lora.r"
+    column = HEADERS.index("variant")
+    assert [display_row(g)[column] for g in groups] == ["key+value", "key+value+output.dense", "r=4", "r=8", "r=16"]
+    rows = [dict(zip(CSV_HEADERS, csv_row(g), strict=True)) for g in groups]
+    assert [(r["variant"], r["prefix_length"], r["seeds"]) for r in rows[2:]] == [
+        ("r=4", "", 2),
+        ("r=8", "", 2),
+        ("r=16", "", 2),
+    ]
+
+
+def test_run_names_carry_the_methods_variant(tiny_config):
+    from ptexp.trainer import run_name
+
+    assert run_name(tiny_config("method=lora", "lora.r=4", "seed=3")) == "lora-r4-tiny-embedded-s3"
+    assert run_name(tiny_config("method=prefix", "prefix_length=7", "seed=3")) == "prefix-P7-tiny-embedded-s3"
+    assert run_name(tiny_config("method=full", "seed=3")) == "full-tiny-embedded-s3"

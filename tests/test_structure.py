@@ -46,3 +46,13 @@ def test_a_lazy_import_cycle_a_higher_layer_import_and_oversized_code_fail(tmp_p
     assert "ptexp/loop.py:1: function train has 87 lines; budget 80" in problems
     assert "ptexp/loop.py: 307 lines; budget 300" in problems
     assert len(problems) == 4, problems  # store.py importing errors, a lower layer, is fine
+
+
+def test_the_method_registry_loads_no_torch_so_the_cli_checks_every_option_first():
+    """The command line imports every method module (for their options) before its cheap checks: none may pull in
+    torch, transformers or PEFT at import (README, "Adding a method")."""
+    heavy = ("torch", "transformers", "peft")
+    code = f"import sys, ptexp.__main__, ptexp.methods; print([m for m in {heavy!r} if m in sys.modules])"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from omegaconf import DictConfig
-from torch import nn
 
 from ptexp.methods.base import MethodSpec
-from ptexp.models import SequenceClassifier
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ptexp.models import SequenceClassifier
 
 
 def build(cfg: DictConfig, classifier: SequenceClassifier) -> nn.Module:

@@ -13,17 +13,18 @@ that the two give the same hidden states).
 from __future__ import annotations
 
 import inspect
+from typing import TYPE_CHECKING
 
-import peft
-import transformers
 from omegaconf import DictConfig
-from peft import PrefixTuningConfig, TaskType
-from torch import nn
 
 from ptexp.errors import UserError
+from ptexp.methods import prefix
 from ptexp.methods.base import MethodSpec, check_position_budget
-from ptexp.methods.peft_backbone import wrap_backbone
-from ptexp.models import SequenceClassifier
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ptexp.models import SequenceClassifier
 
 CACHE_NAMES = ("past_key_values", "cache")  # transformers' KV-cache argument, before and from 5.24
 
@@ -39,6 +40,9 @@ def cache_argument() -> str:
 
 def check_cache_argument(backbone: nn.Module) -> None:
     """One UserError unless ``backbone.forward`` takes the KV-cache argument that PEFT passes."""
+    import peft
+    import transformers
+
     parameters = inspect.signature(backbone.forward).parameters
     if not any(name in parameters for name in CACHE_NAMES):
         raise UserError(
@@ -55,6 +59,10 @@ def check_cache_argument(backbone: nn.Module) -> None:
 
 
 def build(cfg: DictConfig, classifier: SequenceClassifier) -> nn.Module:
+    from peft import PrefixTuningConfig, TaskType
+
+    from ptexp.methods.peft_backbone import wrap_backbone
+
     check_position_budget(cfg, classifier)
     check_cache_argument(classifier.backbone)
     config = classifier.config
@@ -74,5 +82,9 @@ METHOD = MethodSpec(
     name="peft_prefix",
     summary="PEFT's PrefixTuning (reference row; PEFT >= 0.22 on transformers >= 5.24)",
     build=build,
+    options=prefix.PrefixOptions,
+    section="prefix",  # its projection options are prefix's
+    check=prefix.check,
+    variant=(("prefix_length", "P"),),
     uses_prefix_length=True,
 )

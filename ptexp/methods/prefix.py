@@ -17,156 +17,67 @@ sequence without special tokens and take, per layer, what its key and value proj
 
 Trainable parameters: prefixed layers x 2 x P x hidden for the plain prefix; with ``prefix.projection`` an
 embedding (P x hidden) feeds an MLP hidden -> projection_hidden -> layers x 2 x hidden (with biases).
-The classification head trains too.
+The classification head trains too. The model: :mod:`ptexp.methods.prefix_model`; a projected prefix is saved
+collapsed (:func:`export`).
 """
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
+
 from omegaconf import DictConfig
-from torch import nn
 
-from ptexp.config import PrefixInit, PrefixOptions
-from ptexp.errors import UserError
-from ptexp.families import Family, family_of, self_attentions
-from ptexp.methods.base import MethodSpec, check_position_budget, freeze_all_but_head
-from ptexp.models import SequenceClassifier, load_tokenizer
-from ptexp.prefix_attention import install_prefix_slots
+from ptexp.errors import need
+from ptexp.methods.base import MethodSpec, check_position_budget, repeat_to_length, vocab_token_ids
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-class PrefixEncoder(nn.Module):
-    """Holds the prefix and returns per-layer (key, value) tensors of shape (batch, heads, P, head_dim)."""
-
-    def __init__(self, num_layers: int, num_heads: int, hidden_size: int, length: int, options: PrefixOptions):
-        super().__init__()
-        self.num_layers, self.num_heads, self.length = num_layers, num_heads, length
-        self.head_dim = hidden_size // num_heads
-        self.projection = bool(options.projection)
-        if self.projection:
-            self.embedding = nn.Parameter(torch.randn(length, hidden_size) * options.init_std)
-            self.mlp = nn.Sequential(
-                nn.Linear(hidden_size, options.projection_hidden),
-                nn.Tanh(),
-                nn.Linear(options.projection_hidden, num_layers * 2 * hidden_size),
-            )
-        else:
-            self.prefix = nn.Parameter(torch.randn(num_layers, 2, length, hidden_size) * options.init_std)
-        self.dropout = nn.Dropout(options.dropout)
-
-    def key_values(self) -> torch.Tensor:
-        """The prefix as one tensor (layers, 2, P, hidden), through the MLP when reparameterised."""
-        if not self.projection:
-            return self.prefix
-        out = self.mlp(self.embedding)  # (P, layers * 2 * hidden)
-        return out.view(self.length, self.num_layers, 2, -1).permute(1, 2, 0, 3)
-
-    def forward(self, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        kv = self.key_values()
-        kv = kv.view(self.num_layers, 2, self.length, self.num_heads, self.head_dim).transpose(2, 3)
-        # Select each layer's key and value before expanding to the batch: the backward of a select on the
-        # expanded (layers, 2, B, heads, P, head_dim) tensor would zero-fill that whole tensor once per select.
-        pairs = []
-        for layer in range(self.num_layers):
-            key, value = (self.dropout(t.expand(batch_size, -1, -1, -1)) for t in kv[layer])  # dropout per example
-            pairs.append((key, value))
-        return pairs
+    from ptexp.adapters import Exported
+    from ptexp.models import SequenceClassifier
 
 
-class PrefixTuningModel(nn.Module):
-    """A frozen-backbone classifier whose attention layers see a learned prefix."""
-
-    def __init__(self, classifier: SequenceClassifier, length: int, options: PrefixOptions):
-        super().__init__()
-        config = classifier.config
-        self.classifier = classifier
-        self.length = length
-        self.family: Family = family_of(classifier.backbone)
-        self.shift_positions = bool(options.shift_positions)
-        if self.shift_positions and getattr(classifier.backbone.embeddings, "position_embeddings", None) is None:
-            raise UserError(
-                f"prefix.shift_positions: {self.family.name} here has no absolute position embeddings to shift; "
-                "valid: false"
-            )
-        prefixed_layers = config.num_hidden_layers if options.layers is None else int(options.layers)
-        if not 1 <= prefixed_layers <= config.num_hidden_layers:
-            raise UserError(
-                f"prefix.layers: {options.layers}; valid: null (all) or 1..{config.num_hidden_layers} (top k)"
-            )
-        self.prefix_encoder = PrefixEncoder(
-            prefixed_layers, config.num_attention_heads, config.hidden_size, length, options
-        )
-        freeze_all_but_head(classifier)
-        self._slots = install_prefix_slots(classifier.backbone, self.family, self.first_prefixed)
-
-    @property
-    def first_prefixed(self) -> int:
-        return self.classifier.config.num_hidden_layers - self.prefix_encoder.num_layers
-
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        for slot, key_value in zip(self._slots, self.prefix_encoder(input_ids.shape[0]), strict=True):
-            slot.key_value = key_value
-        extra = {"position_ids": self.shifted_positions(input_ids)} if self.shift_positions else {}
-        try:
-            return self.classifier(input_ids, attention_mask, token_type_ids, **extra)
-        finally:
-            for slot in self._slots:
-                slot.key_value = None  # the prefix tensors belong to this call's graph only
-
-    def shifted_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """The family's own position ids with real tokens moved on by P (RoBERTa/MPNet-style ids count
-        real tokens from padding_idx + 1 and leave padding at padding_idx)."""
-        padding_idx = getattr(self.classifier.backbone.embeddings, "padding_idx", None)
-        if padding_idx is None:
-            positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
-            return positions + self.length
-        real = input_ids.ne(padding_idx).long()
-        return (torch.cumsum(real, dim=1) + self.length) * real + padding_idx
+class PrefixInit(str, Enum):
+    random = "random"  # normal(0, init_std)
+    zero = "zero"  # all zeros
+    tokens = "tokens"  # the frozen model's own keys/values for init_text (Li & Liang's real-word init)
+    vocab = "vocab"  # the frozen model's own keys/values for P tokens drawn from the vocabulary (seeded)
 
 
-@torch.no_grad()
-def token_key_values(backbone: nn.Module, family: Family, token_ids: list[int]) -> torch.Tensor:
-    """The frozen model's own per-layer keys and values for ``token_ids`` (layers, 2, P, hidden), read from
-    each self-attention's key and value projections while the tokens run through the backbone."""
-    captured: dict[tuple[int, int], torch.Tensor] = {}
+@dataclass
+class PrefixOptions:
+    """Options of prefix tuning; the length is the top-level ``prefix_length``."""
 
-    def keep(key: tuple[int, int]):
-        def hook(_module, _inputs, out) -> None:  # returns None: the output stays as it is
-            captured.setdefault(key, out[0])  # the first call only: DeBERTa v3 projects its relative embeddings too
-
-        return hook
-
-    hooks = [
-        getattr(attention, name).register_forward_hook(keep((layer, kind)))
-        for layer, attention in enumerate(self_attentions(backbone, family))
-        for kind, name in enumerate((family.key, family.value))
-    ]
-    ids = torch.tensor([token_ids], device=backbone.device)
-    try:
-        backbone(input_ids=ids, attention_mask=torch.ones_like(ids))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    layers = len(self_attentions(backbone, family))
-    return torch.stack([torch.stack([captured[(layer, 0)], captured[(layer, 1)]]) for layer in range(layers)])
+    projection: bool = False  # reparameterise the prefix through an MLP (Li & Liang 2021)
+    projection_hidden: int = 512
+    dropout: float = 0.0  # dropout on the prefix keys and values while training
+    init: PrefixInit = PrefixInit.random
+    init_std: float = 0.02  # std of the normal init of the prefix (or of its embedding with projection)
+    init_text: str = "this movie review is positive or negative"  # for init=tokens
+    shift_positions: bool = False  # False: real tokens keep positions 0..L-1; True: P..P+L-1 as in PEFT
+    layers: int | None = None  # None: every layer; k: only the top k layers get a prefix
 
 
-def repeat_to_length(ids: list[int], length: int, key: str) -> list[int]:
-    if not ids:
-        raise UserError(f"{key}: the text has no tokens; valid: a non-empty text")
-    return [ids[i % len(ids)] for i in range(length)]
-
-
-def vocab_token_ids(vocab_size: int, length: int) -> list[int]:
-    """``length`` token ids drawn uniformly with torch's global generator (so seeded by the run's seed), skipping
-    [PAD], [unused*] and the other reserved rows at the start of BERT vocabularies."""
-    low = min(1000, vocab_size // 2)
-    return torch.randint(low, vocab_size, (length,)).tolist()
+def check(options: PrefixOptions) -> None:
+    need(0 <= options.dropout < 1, "prefix.dropout", f"{options.dropout}", "0 <= p < 1")
+    need(options.projection_hidden > 0, "prefix.projection_hidden", "must be positive", "an integer > 0")
+    init = PrefixInit(options.init)
+    need(
+        not (options.projection and init in (PrefixInit.tokens, PrefixInit.vocab)),
+        "prefix.init",
+        f"{init.value} cannot initialise a projected prefix",
+        "prefix.init=random or zero with prefix.projection=true",
+    )
+    need(options.init_std > 0, "prefix.init_std", f"{options.init_std}", "a number > 0, e.g. 0.02")
 
 
 def init_token_ids(cfg: DictConfig, classifier: SequenceClassifier, length: int) -> list[int]:
     """The tokens whose keys and values initialise the prefix: init_text's (repeated to P) or P drawn ones."""
+    from ptexp.models import load_tokenizer
+
     if PrefixInit(cfg.prefix.init) == PrefixInit.vocab:
         return vocab_token_ids(classifier.backbone.get_input_embeddings().weight.shape[0], length)
     ids = load_tokenizer(cfg.model)(cfg.prefix.init_text, add_special_tokens=False)["input_ids"]
@@ -174,6 +85,10 @@ def init_token_ids(cfg: DictConfig, classifier: SequenceClassifier, length: int)
 
 
 def build(cfg: DictConfig, classifier: SequenceClassifier) -> nn.Module:
+    import torch
+
+    from ptexp.methods.prefix_model import PrefixTuningModel, token_key_values
+
     if cfg.prefix.shift_positions:  # only shifted real tokens use positions beyond the sequence's own
         check_position_budget(cfg, classifier)
     model = PrefixTuningModel(classifier, int(cfg.prefix_length), cfg.prefix)
@@ -188,9 +103,29 @@ def build(cfg: DictConfig, classifier: SequenceClassifier) -> nn.Module:
     return model
 
 
+def export(model: nn.Module, tensors: dict[str, torch.Tensor]) -> Exported:
+    """A projected prefix is saved as the plain (layers, 2, P, hidden) prefix its MLP gives, so inference needs no
+    MLP; ``ptexp.evaluate`` rebuilds the model with ``prefix.projection=false`` to load it."""
+    import torch
+
+    from ptexp.adapters import Exported
+
+    encoder = model.prefix_encoder
+    if not encoder.projection:
+        return Exported(tensors)
+    kept = {name: t for name, t in tensors.items() if not name.startswith("prefix_encoder.")}
+    with torch.no_grad():
+        kept["prefix_encoder.prefix"] = encoder.key_values().detach().cpu().contiguous()
+    return Exported(kept, rebuild={"prefix.projection": False})
+
+
 METHOD = MethodSpec(
     name="prefix",
     summary="per-layer key/value prefixes (layers x 2 x P x hidden) + head; backbone frozen",
     build=build,
+    options=PrefixOptions,
+    check=check,
+    export=export,
+    variant=(("prefix_length", "P"),),
     uses_prefix_length=True,
 )

@@ -5,53 +5,53 @@ the prompt vectors take the place of word embeddings and get position and token-
 input token: the backbone numbers positions its own way for ``inputs_embeds`` (BERT 0.., RoBERTa/MPNet from
 padding_idx + 1), so real tokens sit P places later, as with PEFT's prompt tuning; the prompt's token type
 is 0. Mean pooling covers only the real tokens. The backbone is frozen; the prompt (P x hidden) and the head train.
+The model: :mod:`ptexp.methods.prompt_model`.
 """
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
+
 from omegaconf import DictConfig
-from torch import nn
 
-from ptexp.config import PromptInit, PromptOptions
-from ptexp.methods.base import MethodSpec, check_position_budget, freeze_all_but_head
-from ptexp.methods.prefix import repeat_to_length, vocab_token_ids
-from ptexp.models import SequenceClassifier, load_tokenizer
+from ptexp.errors import need
+from ptexp.methods.base import MethodSpec, check_position_budget, repeat_to_length, vocab_token_ids
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-class PromptTuningModel(nn.Module):
-    """A frozen-backbone classifier whose input carries P learned embeddings after [CLS]."""
-
-    def __init__(self, classifier: SequenceClassifier, length: int, init_embeddings: torch.Tensor):
-        super().__init__()
-        self.classifier = classifier
-        self.length = length
-        self.prompt = nn.Parameter(init_embeddings.clone())  # (P, hidden)
-        freeze_all_but_head(classifier)
-
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        batch = input_ids.shape[0]
-        words = self.classifier.backbone.get_input_embeddings()(input_ids)
-        prompt = self.prompt.unsqueeze(0).expand(batch, -1, -1).to(words.dtype)
-        inputs = {"inputs_embeds": self.after_first(words, prompt)}
-        inputs["attention_mask"] = self.after_first(attention_mask, 1)
-        if token_type_ids is not None and self.classifier.token_types:
-            inputs["token_type_ids"] = self.after_first(token_type_ids, 0)  # the prompt has type 0, the first segment's
-        out = self.classifier.backbone(**inputs)
-        hidden = out.last_hidden_state
-        real = torch.cat([hidden[:, :1], hidden[:, 1 + self.length :]], dim=1)  # drop the prompt positions
-        return self.classifier.classify(real, getattr(out, "pooler_output", None), attention_mask)
-
-    def after_first(self, tokens: torch.Tensor, prompt: torch.Tensor | int) -> torch.Tensor:
-        """``tokens`` (B, L, ...) with ``prompt`` (B, P, ...), or P copies of a fill value, after the first token."""
-        if isinstance(prompt, int):
-            prompt = tokens.new_full((tokens.shape[0], self.length), prompt)
-        return torch.cat([tokens[:, :1], prompt, tokens[:, 1:]], dim=1)
+    from ptexp.models import SequenceClassifier
 
 
-def initial_prompt(cfg: DictConfig, classifier: SequenceClassifier, length: int, options: PromptOptions):
+class PromptInit(str, Enum):
+    random = "random"  # normal(0, init_std)
+    vocab = "vocab"  # embeddings of random vocabulary tokens
+    text = "text"  # embeddings of init_text's tokens, repeated to the prompt length
+
+
+@dataclass
+class PromptOptions:
+    """Soft prompt tuning (Lester et al. 2021); the length is the top-level ``prefix_length``."""
+
+    init: PromptInit = PromptInit.vocab
+    init_std: float = 0.02
+    init_text: str = "this movie review is positive or negative"  # for init=text
+
+
+def check(options: PromptOptions) -> None:
+    need(options.init_std > 0, "prompt.init_std", f"{options.init_std}", "a number > 0, e.g. 0.02")
+
+
+def initial_prompt(
+    cfg: DictConfig, classifier: SequenceClassifier, length: int, options: PromptOptions
+) -> torch.Tensor:
+    import torch
+
+    from ptexp.models import load_tokenizer
+
     embedding = classifier.backbone.get_input_embeddings().weight.detach()
     init = PromptInit(options.init)
     if init == PromptInit.random:
@@ -63,6 +63,8 @@ def initial_prompt(cfg: DictConfig, classifier: SequenceClassifier, length: int,
 
 
 def build(cfg: DictConfig, classifier: SequenceClassifier) -> nn.Module:
+    from ptexp.methods.prompt_model import PromptTuningModel
+
     check_position_budget(cfg, classifier)
     length = int(cfg.prefix_length)
     return PromptTuningModel(classifier, length, initial_prompt(cfg, classifier, length, cfg.prompt))
@@ -72,5 +74,8 @@ METHOD = MethodSpec(
     name="prompt",
     summary="P x hidden soft prompt at the input embeddings + head; backbone frozen",
     build=build,
+    options=PromptOptions,
+    check=check,
+    variant=(("prefix_length", "P"),),
     uses_prefix_length=True,
 )

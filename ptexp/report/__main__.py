@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineParser(
         prog="python -m ptexp.report",
         description="Side-by-side report (table, CSV, Markdown, self-contained HTML, PNG plots) of ptexp runs "
-        "in MLflow, grouped by method, model, data and prefix_length, averaged over seeds.",
+        "in MLflow, grouped by method, model, data and the method's variant (P, LoRA's r, ...), averaged over seeds.",
     )
     parser.add_argument("--output-root", default="outputs", help="ptexp's output_root (default: %(default)s)")
     parser.add_argument(

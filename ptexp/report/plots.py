@@ -165,9 +165,9 @@ def plot_prefix_length(groups: list[Group], families: dict, metric: str, path: P
                     linestyle="--",
                     linewidth=1.2,
                     color="0.35",
-                    label=f"{g.method} ({model}, {data}): {reference:.3f}"
+                    label=f"{g.method_label} ({model}, {data}): {reference:.3f}"
                     if several
-                    else f"{g.method} (reference): {reference:.3f}",
+                    else f"{g.method_label} (reference): {reference:.3f}",
                 )
     if min(lengths) > 0:
         ax.set_xscale("log")

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ptexp.methods import METHODS
+from ptexp.methods.base import variant_of
 from ptexp.predictions import FOLDER, Predictions, read_predictions
-from ptexp.report.stats import DEFAULT_PRIMARY, RunData
+from ptexp.report.stats import DEFAULT_PRIMARY, RunData, variant_order
 from ptexp.store import local_path, short
 
 STUDY_TAG = "ptexp.study."  # tags a study command puts on its runs (its recipe and grid): shown where present
@@ -79,16 +81,20 @@ def run_data(run) -> RunData:
         prefix_length = None if raw_length in ("None", "", "null") else int(raw_length)
     except ValueError:
         prefix_length = None
+    method = tags.get("ptexp.method") or params.get("method.name") or "unknown"
+    spec = METHODS.get(method)
+    keys = spec.variant if spec is not None else (("prefix_length", "P"),)  # a method this ptexp does not have
     return RunData(
         run_id=run.info.run_id,
         name=run.info.run_name or run.info.run_id,
         status=run.info.status,
-        method=tags.get("ptexp.method") or params.get("method.name") or "unknown",
+        method=method,
         model=tags.get("ptexp.model") or params.get("model.name") or "unknown",
         data=tags.get("ptexp.data") or params.get("data.name") or "unknown",
         prefix_length=prefix_length,
         seed=params.get("seed", "?"),
         metrics=dict(run.data.metrics),
+        variant=variant_of(keys, params.get),
         error=tags.get("ptexp.error", ""),
         params=dict(params),
         primary=tags.get("ptexp.primary_metric") or DEFAULT_PRIMARY,
@@ -186,5 +192,5 @@ def select(client, experiment_id: str, args: argparse.Namespace) -> Selection:
         slug_parts.append("all_runs")
     runs = search_all(client, experiment_id, " and ".join(clauses))  # MLflow filters know AND only
     jobs = [run_data(r) for r in runs if r.data.tags.get("ptexp.sweep") != "parent"]
-    jobs.sort(key=lambda r: (r.method, r.model, r.data, r.prefix_length or -1, r.seed, r.name))
+    jobs.sort(key=lambda r: (r.method, r.model, r.data, variant_order(r.variant), r.seed, r.name))
     return Selection(" + ".join(parts), "_".join(slug_parts), parent, jobs, note)

@@ -1,5 +1,6 @@
-"""The report's statistics: finished runs grouped by (method, model, data, prefix_length), mean ± sample std over
-their seeds, and the warnings about what a group averages. No MLflow, no matplotlib.
+"""The report's statistics: finished runs grouped by (method, model, data, variant), mean ± sample std over their
+seeds, and the warnings about what a group averages. No MLflow, no matplotlib. A variant is what the method's
+``variant`` keys name (:class:`~ptexp.methods.base.MethodSpec`): P for prefix and prompt tuning, r for LoRA, ...
 
 Each run has a primary metric (tag ``ptexp.primary_metric``; ``accuracy`` for runs logged before it existed). A
 group's headline is the last logged ``eval/<primary>``. ``eval/best_<primary>`` is the best value over the eval
@@ -13,6 +14,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
+from ptexp.methods.base import variant_label
 from ptexp.predictions import Predictions
 
 FINISHED = "FINISHED"
@@ -38,6 +40,7 @@ class RunData:
     prefix_length: int | None
     seed: str
     metrics: dict[str, float]  # MLflow's latest value per key (highest step, then latest timestamp)
+    variant: tuple[tuple[str, str], ...] = ()  # (label, value) per variant key of the method, e.g. (("r", "8"),)
     error: str = ""
     primary: str = DEFAULT_PRIMARY
     select_best: bool = False  # trainer.select_best: the final eval/* are those of selection/best_step's parameters
@@ -47,8 +50,8 @@ class RunData:
     study: dict[str, str] = field(default_factory=dict)  # tags ptexp.study.KEY (a study's recipe, grid...) by KEY
 
     @property
-    def key(self) -> tuple[str, str, str, int | None]:
-        return (self.method, self.model, self.data, self.prefix_length)
+    def key(self) -> tuple[str, str, str, tuple[tuple[str, str], ...]]:
+        return (self.method, self.model, self.data, self.variant)
 
     def best_on_eval(self) -> float | None:
         """``eval/best_<primary>``, else the best of the ``eval/<primary>`` history: optimistic either way."""
@@ -89,14 +92,37 @@ class Stat:
         return statistics.stdev(self.values) if self.n > 1 else None
 
 
+def variant_order(variant: tuple[tuple[str, str], ...]) -> tuple:
+    """A sort key: numbers as numbers (P=5 before P=10), other values as text."""
+
+    def value(text: str) -> tuple:
+        try:
+            return (0, float(text), "")
+        except ValueError:
+            return (1, 0.0, text)
+
+    return tuple((label, value(text)) for label, text in variant)
+
+
 @dataclass
 class Group:
     method: str
     model: str
     data: str
-    prefix_length: int | None
+    variant: tuple[tuple[str, str], ...]
     runs: list[RunData]
     label: str = ""
+
+    @property
+    def method_label(self) -> str:
+        """The method and its variant: ``prefix P=20``, ``lora r=8``, ``full``."""
+        return " ".join([self.method, variant_label(self.variant)]).strip()
+
+    @property
+    def prefix_length(self) -> int | None:
+        """The runs' prefix length P, where they share one (prefix and prompt tuning); else None."""
+        lengths = {r.prefix_length for r in self.runs}
+        return lengths.pop() if len(lengths) == 1 else None
 
     def stat(self, fn) -> Stat:
         values = [fn(r) for r in self.runs]
@@ -144,13 +170,12 @@ def make_groups(finished: list[RunData]) -> list[Group]:
     for run in finished:
         by_key.setdefault(run.key, []).append(run)
     groups = [Group(*key, runs=runs) for key, runs in by_key.items()]
-    groups.sort(key=lambda g: (g.model, g.data, g.method, -1 if g.prefix_length is None else g.prefix_length))
+    groups.sort(key=lambda g: (g.model, g.data, g.method, variant_order(g.variant)))
     # Labels name only what varies between groups, so plot legends stay short.
     varies = {attr: len({getattr(g, attr) for g in groups}) > 1 for attr in ("model", "data")}
     for g in groups:
-        label = g.method + ("" if g.prefix_length is None else f" P={g.prefix_length}")
         extra = [getattr(g, attr) for attr in ("model", "data") if varies[attr]]
-        g.label = label + (f" ({', '.join(extra)})" if extra else "")
+        g.label = g.method_label + (f" ({', '.join(extra)})" if extra else "")
     return groups
 
 

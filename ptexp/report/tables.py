@@ -7,6 +7,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from ptexp.methods.base import variant_label
 from ptexp.report.stats import (
     ACCURACY,
     ADAPTER_BYTES,
@@ -55,7 +56,7 @@ HEADERS = (
     "method",
     "model",
     "data",
-    "prefix_length",
+    "variant",
     "seeds",
     "trainable params",
     "trainable %",
@@ -80,7 +81,7 @@ def display_row(g: Group) -> list[str]:
         g.method,
         g.model,
         g.data,
-        DASH if g.prefix_length is None else str(g.prefix_length),
+        variant_label(g.variant) or DASH,
         str(len(g.runs)),
         NA if trainable is None else f"{trainable:,.0f}",
         fmt_pct(g.metric(TRAINABLE_PCT).mean),
@@ -102,6 +103,7 @@ CSV_HEADERS = (
     "method",
     "model",
     "data",
+    "variant",
     "prefix_length",
     "seeds",
     "seed_values",
@@ -143,6 +145,7 @@ def csv_row(g: Group) -> list[Any]:
         g.method,
         g.model,
         g.data,
+        variant_label(g.variant),
         "" if g.prefix_length is None else g.prefix_length,
         len(g.runs),
         " ".join(r.seed for r in g.runs),

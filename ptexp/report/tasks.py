@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ptexp.methods.base import variant_label
 from ptexp.report.intervals import Bootstrap, Interval, SeedRun, gap_interval
-from ptexp.report.stats import DASH, NA, TOTAL, Group, scale
+from ptexp.report.stats import DASH, NA, TOTAL, Group, scale, variant_order
 from ptexp.report.tables import fmt_pm, num, pair
 
 FULL = "full"
@@ -33,6 +34,7 @@ TASK_CSV_HEADERS = (
     "model",
     "model_params",
     "method",
+    "variant",
     "prefix_length",
     "metric",
     "seeds",
@@ -70,8 +72,7 @@ class TaskRow:
 
     @property
     def method(self) -> str:
-        g = self.group
-        return g.method + ("" if g.prefix_length is None else f" P={g.prefix_length}")
+        return self.group.method_label
 
     @property
     def unit(self) -> str:
@@ -113,11 +114,8 @@ def wants_task_view(groups: list[Group]) -> bool:
 
 def task_rows(groups: list[Group], bootstrap: Bootstrap | None = None) -> list[TaskRow]:
     """One row per group, full fine-tuning first on each task and model; with ``bootstrap``, each gap's interval."""
-    fulls = {(g.data, g.model): g for g in groups if g.method == FULL and g.prefix_length is None}
-    ordered = sorted(
-        groups,
-        key=lambda g: (g.data, g.model, g.method != FULL, g.method, -1 if g.prefix_length is None else g.prefix_length),
-    )
+    fulls = {(g.data, g.model): g for g in groups if g.method == FULL and not g.variant}
+    ordered = sorted(groups, key=lambda g: (g.data, g.model, g.method != FULL, g.method, variant_order(g.variant)))
     rows = [TaskRow(g, fulls.get((g.data, g.model))) for g in ordered]
     for row in rows if bootstrap is not None else []:
         row.add_interval(bootstrap)
@@ -183,6 +181,7 @@ def csv_task_row(row: TaskRow) -> list[Any]:
         g.model,
         NA if row.model_size is None else round(row.model_size),
         g.method,
+        variant_label(g.variant),
         "" if g.prefix_length is None else g.prefix_length,
         g.primary,
         g.final.n,
