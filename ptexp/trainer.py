@@ -139,8 +139,9 @@ def run_tracked(start: Start, in_sweep: bool, dist: Dist) -> dict[str, float]:
                 "overrides": start.overrides,
             }
             collate = Collator(built.tokenizer.pad_token_id)
+            where = {"run_dir": run_dir, "resume": state, "stop": stop, "meta": meta, "dist": dist}
             job = TrainJob(
-                cfg, tracker, device, collate, run_dir, state, stop, meta, dist, amp, TaskSpec.of(cfg.data), training
+                cfg, tracker, device, collate, amp=amp, spec=TaskSpec.of(cfg.data), training=training, **where
             )
             result = train(built.model, train_set, evals, job)
             if dist.main:

@@ -68,4 +68,4 @@ def test_help_introduces_ptexp_and_points_to_the_readme():
     intro = proc.stdout.split("== Configuration groups ==")[0]
     assert intro.startswith("ptexp: full fine-tuning") and "powered by Hydra" not in intro
     assert "python -m ptexp -m method=full,prefix" in intro and "README.md" in intro
-    assert "method: bitfit, full, ia3" in proc.stdout  # Hydra's list of groups follows
+    assert "method: adalora, bitfit, full, ia3" in proc.stdout  # Hydra's list of groups follows
