@@ -34,6 +34,7 @@ from ptexp.evaluation import EvalSets, TaskSpec
 from ptexp.experiment import Experiment, build_experiment, prepare_config, use_method_epochs
 from ptexp.fast_dropout import use_fast_dropout
 from ptexp.loop import TrainJob, train
+from ptexp.metrics import load_backends
 from ptexp.models import count_parameters
 from ptexp.signals import StopSignals
 from ptexp.tracking import NullTracker, RunTracker, config_params
@@ -117,6 +118,7 @@ def run_tracked(start: Start, in_sweep: bool, dist: Dist) -> dict[str, float]:
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
     device, amp, tf32 = set_up_torch(cfg, dist)
+    load_backends()  # held by every run of a sweep from its start (see load_backends)
     reset_peak_memory(device)  # memory/peak_mb: this run's peak, not the largest of a sweep's runs so far
     with StopSignals() as stop:
         # Rank 0 connects first: an unreachable store fails every rank before any work.
