@@ -68,10 +68,7 @@ def evaluate(
     starts = list(range(0, len(order), batch_size))[dist.rank :: dist.world]
     loss_sum, predictions, labels = 0.0, [], []
     for start in starts:
-        inputs, batch_labels = split_batch(collate([data[i] for i in order[start : start + batch_size]]), device)
-        with autocast(amp, device):
-            logits = model(**inputs)
-        logits = logits.float()
+        logits, batch_labels = forward_batch(model, data, order[start : start + batch_size], collate, device, amp)
         loss_sum += batch_loss(logits, batch_labels, spec.task, "sum").item()
         predictions += predictions_of(logits, spec.task).tolist()
         labels += batch_labels.tolist()
@@ -82,6 +79,17 @@ def evaluate(
         labels = [y for part in parts for y in part[2]]
     scores = compute(spec.metrics, predictions, labels)
     return {f"{prefix}/loss": loss_sum / len(labels), **{f"{prefix}/{name}": v for name, v in scores.items()}}
+
+
+def forward_batch(
+    model: nn.Module, data: EncodedSplit, rows: list[int], collate: Collator, device, amp: torch.dtype | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float32 logits and the labels of ``data``'s ``rows``, collated (padded to the longest) and run through
+    ``model`` under the run's autocast: one batch of :func:`evaluate` (and of the inference timing)."""
+    inputs, labels = split_batch(collate([data[i] for i in rows]), device)
+    with autocast(amp, device):
+        logits = model(**inputs)
+    return logits.float(), labels
 
 
 def describe(metrics: dict[str, float], prefix: str, spec: TaskSpec) -> str:

@@ -33,6 +33,7 @@ from ptexp.errors import UserError
 from ptexp.evaluation import EvalSets, TaskSpec
 from ptexp.experiment import Experiment, build_experiment, prepare_config, use_method_epochs
 from ptexp.fast_dropout import use_fast_dropout
+from ptexp.inference import log_inference_cost
 from ptexp.loop import TrainJob, train
 from ptexp.metrics import load_backends
 from ptexp.models import count_parameters
@@ -140,6 +141,7 @@ def run_tracked(start: Start, in_sweep: bool, dist: Dist) -> dict[str, float]:
             collate = Collator(built.tokenizer.pad_token_id)
             job = TrainJob(cfg, tracker, device, collate, run_dir, state, stop, meta, dist, amp, TaskSpec.of(cfg.data))
             result = train(built.model, train_set, evals, job)
+            result |= log_inference_cost(built.model, evals.eval, job, result["train/steps"])
             if dist.main:
                 save_and_log_adapter(built, cfg, run_dir, start.overrides, tracker, result)
         result = {**counts, **result}
