@@ -96,8 +96,8 @@ class HeapSampler:
     alone). The bytes in use do not depend on what ran before. On CPU, torch's tensors are malloc'd, so this counts
     weights, gradients, optimizer states and activations, like CUDA's peak allocated bytes; not counted: library
     code and Python's small-object arenas (mmapped by Python itself), which every method shares. A sample costs
-    about 0.1 ms (20 ms apart: ~0.5% of a core); a peak shorter than the interval can be missed, which on CPU,
-    where a step's activations live for tens of milliseconds or more, measured within ~1% of 5 ms sampling."""
+    about 0.1 ms (20 ms apart: ~0.5% of a core). A peak shorter than the interval can be missed; on CPU a step's
+    activations live far longer, and MiniLM's peaks sampled every 20 ms and every 2 ms agreed within 1.5%."""
 
     def __init__(self, interval_s: float = 0.02):
         libc = ctypes.CDLL(None)
