@@ -76,6 +76,8 @@ def validate_trainer_and_tracking(cfg: DictConfig) -> None:
     need(t.max_steps is None or t.max_steps >= 1, "trainer.max_steps", f"{t.max_steps}", "null or >= 1")
     need(t.batch_size >= 1, "trainer.batch_size", f"{t.batch_size}", "an integer >= 1")
     need(t.eval_batch_size >= 1, "trainer.eval_batch_size", f"{t.eval_batch_size}", "an integer >= 1")
+    need(t.infer_batch_size >= 1, "trainer.infer_batch_size", f"{t.infer_batch_size}", "an integer >= 1")
+    need(t.infer_batches >= 0, "trainer.infer_batches", f"{t.infer_batches}", "0 (no timing) or a batch count")
     need(t.eval_every >= 0, "trainer.eval_every", f"{t.eval_every}", "0 (per epoch) or a step count")
     need(t.log_every >= 1, "trainer.log_every", f"{t.log_every}", "an integer >= 1")
     need(t.grad_clip is None or t.grad_clip > 0, "trainer.grad_clip", f"{t.grad_clip}", "null or > 0")

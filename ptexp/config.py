@@ -161,6 +161,8 @@ class TrainerConfig:
     batch_size: int = 32
     group_by_length: bool = True  # batches of similar length (less padding); false: plain shuffling
     eval_batch_size: int = 128
+    infer_batch_size: int = 32  # the inference timing after the final evaluation: rows per batch (ptexp/inference.py)
+    infer_batches: int = 5  # ...and batches timed after one warm-up batch; 0 = no timing
     eval_every: int = 0  # evaluate every N optimizer steps; 0 = at the end of each epoch only
     log_every: int = 10  # log the mean train loss every N steps
     grad_clip: float | None = 1.0

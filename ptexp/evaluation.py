@@ -90,10 +90,7 @@ def predict(
     loss_sum, rows, logits, labels = 0.0, [], [], []
     for start in starts:
         batch = order[start : start + batch_size]
-        inputs, batch_labels = split_batch(collate([data[i] for i in batch]), device)
-        with autocast(amp, device):
-            out = model(**inputs)
-        out = out.float()
+        out, batch_labels = forward_batch(model, data, batch, collate, device, amp)
         loss_sum += batch_loss(out, batch_labels, spec.task, "sum").item()
         rows += batch
         logits += out.cpu().numpy().reshape(len(batch), -1).tolist()
@@ -108,6 +105,17 @@ def predict(
         [labels[i] for i in back],
         loss_sum,
     )
+
+
+def forward_batch(
+    model: nn.Module, data: EncodedSplit, rows: list[int], collate: Collator, device, amp: torch.dtype | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float32 logits and the labels of ``data``'s ``rows``, collated (padded to the longest) and run through
+    ``model`` under the run's autocast: one batch of :func:`predict` (and of the inference timing)."""
+    inputs, labels = split_batch(collate([data[i] for i in rows]), device)
+    with autocast(amp, device):
+        logits = model(**inputs)
+    return logits.float(), labels
 
 
 def describe(metrics: dict[str, float], prefix: str, spec: TaskSpec) -> str:

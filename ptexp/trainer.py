@@ -1,7 +1,6 @@
 """The trainer: one experiment from its config to its result. It picks up a run to resume, sets torch up, builds
-the model and data (:mod:`ptexp.experiment`), trains them (:mod:`ptexp.loop`) inside the run's tracking, and saves
-the adapter and the final evaluation's predictions (:mod:`ptexp.predictions`); a failure marks the run and names
-the command that resumes it."""
+the model and data (:mod:`ptexp.experiment`), trains them (:mod:`ptexp.loop`) inside the run's tracking, saves the
+adapter and the final predictions (:mod:`ptexp.predictions`); a failure marks the run and names how to resume."""
 
 from __future__ import annotations
 
@@ -34,8 +33,10 @@ from ptexp.errors import UserError
 from ptexp.evaluation import EvalSets, TaskSpec
 from ptexp.experiment import Experiment, build_experiment, prepare_config, set_up_training, use_method_epochs
 from ptexp.fast_dropout import use_fast_dropout
+from ptexp.inference import log_inference_cost
 from ptexp.loop import TrainJob, train
 from ptexp.methods import Training, export_adapter, run_variant
+from ptexp.metrics import load_backends
 from ptexp.models import count_parameters
 from ptexp.predictions import save_predictions
 from ptexp.signals import StopSignals
@@ -120,6 +121,7 @@ def run_tracked(start: Start, in_sweep: bool, dist: Dist) -> dict[str, float]:
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
     device, amp, tf32 = set_up_torch(cfg, dist)
+    load_backends()  # held by every run of a sweep from its start (see load_backends)
     reset_peak_memory(device)  # memory/peak_mb: this run's peak, not the largest of a sweep's runs so far
     with StopSignals() as stop:
         # Rank 0 connects first: an unreachable store fails every rank before any work.
@@ -144,6 +146,7 @@ def run_tracked(start: Start, in_sweep: bool, dist: Dist) -> dict[str, float]:
                 cfg, tracker, device, collate, amp=amp, spec=TaskSpec.of(cfg.data), training=training, **where
             )
             result = train(built.model, train_set, evals, job)
+            result |= log_inference_cost(built.model, evals.eval, job, result["train/steps"])
             if dist.main:
                 save_predictions(job.predictions, job.spec.task, run_dir, tracker)
                 save_and_log_adapter(built, cfg, run_dir, start.overrides, tracker, result)

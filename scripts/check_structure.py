@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("ptexp.evaluation", "ptexp.optim", "ptexp.distributed", "ptexp.signals", "ptexp.checkpoint", "ptexp.store"),
     ("ptexp.tracking", "ptexp.sweep", "ptexp.predictions"),
     ("ptexp.loop",),
+    ("ptexp.inference",),  # the inference timing after the loop: the final model at a fixed batch size
     ("ptexp.trainer",),
     ("ptexp.__main__", "ptexp.evaluate", "ptexp.sync", "ptexp.report.", "ptexp.study."),  # the command lines
 ]

@@ -63,6 +63,9 @@ def test_adapter_holds_what_trained_and_evaluate_reproduces_the_run(tmp_path, ov
         assert meta["trained_parameters"] == run.data.metrics["params/trainable"]
     size = (adapter / "adapter.safetensors").stat().st_size + (adapter / "adapter.json").stat().st_size
     assert run.data.metrics["adapter/bytes"] == size
+    metrics = run.data.metrics  # the inference timing, LoRA's merged too, ran before the adapter was saved
+    assert metrics["infer/batch_size"] == 32 and metrics["infer/ms_per_example"] > 0
+    assert ("infer/merged_ms_per_example" in metrics) == (meta["method"] == "lora")
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -127,6 +127,8 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "trainer.batch_size": (["trainer.batch_size=0"], ["trainer.batch_size", ">= 1"]),
     "trainer.group_by_length": (["trainer.group_by_length=maybe"], ["trainer.group_by_length", "true or false"]),
     "trainer.eval_batch_size": (["trainer.eval_batch_size=0"], ["trainer.eval_batch_size", ">= 1"]),
+    "trainer.infer_batch_size": (["trainer.infer_batch_size=0"], ["trainer.infer_batch_size", ">= 1"]),
+    "trainer.infer_batches": (["trainer.infer_batches=-1"], ["trainer.infer_batches", "batch count"]),
     "trainer.eval_every": (["trainer.eval_every=-1"], ["trainer.eval_every", "step count"]),
     "trainer.log_every": (["trainer.log_every=0"], ["trainer.log_every", ">= 1"]),
     "trainer.grad_clip": (["trainer.grad_clip=0"], ["trainer.grad_clip", "null or > 0"]),

@@ -104,6 +104,7 @@ def test_report_of_the_latest_sweep_writes_table_files_plots_and_attaches_them(s
     assert groups[("full", "—")]["trainable %"] == "100.0%"
     assert "±" in groups[("prefix", "P=20")]["final eval"]
     assert groups[("prefix", "P=20")]["selection score"] == "n/a"  # no selection split
+    assert all(float(c["infer ms/example"]) > 0 and c["merged ms/example"] == "n/a" for c in groups.values())
     tasks = {row["method"]: row for row in printed_table(proc.stdout, "task")}  # a full group: the task view
     assert tasks["full"]["gap to full"] == "reference" and tasks["prefix P=20"]["gap to full"].endswith(" pts")
     # the runs wrote their predictions: the interval resamples seeds and dev examples
@@ -130,6 +131,9 @@ def test_report_of_the_latest_sweep_writes_table_files_plots_and_attaches_them(s
         assert float(row["best_on_eval_optimistic_mean"]) >= float(row["final_mean"]) - 1e-12
         assert row["selection_score_mean"] == "n/a" and row["selected_on_selection_mean"] == "n/a"
         assert float(row["trainable_params"]) == runs[0].data.metrics["params/trainable"]
+        infer = [r.data.metrics["infer/ms_per_example"] for r in runs]  # the inference timing; neither merges
+        assert float(row["infer_ms_per_example_mean"]) == pytest.approx(statistics.fmean(infer))
+        assert float(row["infer_batch_size"]) == 32 and row["merged_ms_per_example_mean"] == "n/a"
     assert rows["prefix"]["prefix_length"] == "20" and rows["full"]["prefix_length"] == ""
     assert rows["prefix"]["variant"] == "P=20" and rows["full"]["variant"] == ""
     assert float(rows["full"]["trainable_pct"]) == pytest.approx(100.0)
@@ -304,10 +308,12 @@ def test_a_missing_metric_is_shown_as_na_with_a_warning(tmp_path):
     assert cells[OPTIMISTIC] == "0.6150 ± 0.0071"  # no eval/best_accuracy logged: the max of each history
     assert cells["accuracy"] == cells["final eval"] and cells["macro-F1"] == "0.5000 ± 0.0000"
     assert cells["train s"] == "10.0" and cells["peak MB"] == "n/a" and cells["adapter size"] == "n/a"
+    assert cells["infer ms/example"] == "n/a"  # logged before the inference timing existed: no warning either
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
     (first,) = [w for w in warnings if ids[0] in w]
     (second,) = [w for w in warnings if ids[1] in w]
     assert "memory/peak_mb" in first and "time/train_s" not in first
+    assert not any("infer/" in w for w in warnings)
     assert "memory/peak_mb" in second and "time/train_s" in second
 
     (out,) = (tmp_path / "reports").iterdir()

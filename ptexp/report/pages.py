@@ -49,6 +49,8 @@ NOTE = (
     "selection score = the primary metric on that selection split (both need data.selection_rows). Best on eval "
     "(optimistic) = the best value over the run's own eval history: chosen on the split it reports, so it "
     "overstates what a method would score on unseen data. Accuracy and macro-F1: final eval values (classification). "
+    "Infer ms/example: the final model's forward time per example at trainer.infer_batch_size (CSV: "
+    "infer_batch_size); merged: the same with the adapter folded into the weights (LoRA, IA3). "
     f"{NA} = not logged. Failed, killed and unfinished runs are not averaged in."
 )
 

@@ -25,6 +25,8 @@ POINTS = frozenset({"accuracy", "f1", "macro_f1", "mcc", "pearson", "spearman"})
 TRAINABLE, TOTAL, TRAINABLE_PCT = "params/trainable", "params/total", "params/trainable_pct"
 TRAIN_S, SPEED, PEAK_MB = "time/train_s", "throughput/train_samples_per_s", "memory/peak_mb"
 ADAPTER_BYTES = "adapter/bytes"  # shown when present (runs before it was logged: n/a), never warned about
+# the inference timing (ptexp/inference.py), like adapter/bytes never warned about; merged: LoRA and IA3 only
+INFER_MS, MERGED_MS, INFER_BATCH = "infer/ms_per_example", "infer/merged_ms_per_example", "infer/batch_size"
 EXPECTED = (LOSS, TRAINABLE, TOTAL, TRAINABLE_PCT, TRAIN_S, SPEED, PEAK_MB)  # and eval/<primary>
 NA, DASH = "n/a", "—"
 

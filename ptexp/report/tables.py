@@ -13,6 +13,9 @@ from ptexp.report.stats import (
     ADAPTER_BYTES,
     DASH,
     F1,
+    INFER_BATCH,
+    INFER_MS,
+    MERGED_MS,
     NA,
     PEAK_MB,
     SPEED,
@@ -70,6 +73,8 @@ HEADERS = (
     "train s",
     "samples/s",
     "peak MB",
+    "infer ms/example",
+    "merged ms/example",
     "adapter size",
 )
 NUMERIC = set(HEADERS[4:]) - {"metric"}
@@ -95,6 +100,8 @@ def display_row(g: Group) -> list[str]:
         fmt(g.metric(TRAIN_S).mean, ".1f"),
         fmt(g.metric(SPEED).mean, ".1f"),
         fmt(g.metric(PEAK_MB).mean, ".0f"),
+        fmt(g.metric(INFER_MS).mean, ".3g"),
+        fmt(g.metric(MERGED_MS).mean, ".3g"),
         fmt_bytes(g.metric(ADAPTER_BYTES).mean),
     ]
 
@@ -126,6 +133,9 @@ CSV_HEADERS = (
     "train_s_mean",
     "samples_per_s_mean",
     "peak_memory_mb_mean",
+    "infer_batch_size",
+    "infer_ms_per_example_mean",
+    "merged_ms_per_example_mean",
     "adapter_bytes",
     "run_ids",
 )
@@ -162,6 +172,9 @@ def csv_row(g: Group) -> list[Any]:
         num(g.metric(TRAIN_S).mean),
         num(g.metric(SPEED).mean),
         num(g.metric(PEAK_MB).mean),
+        num(g.metric(INFER_BATCH).mean),
+        num(g.metric(INFER_MS).mean),
+        num(g.metric(MERGED_MS).mean),
         num(g.metric(ADAPTER_BYTES).mean),
         " ".join(r.run_id for r in g.runs),
     ]
