@@ -47,7 +47,7 @@ def assert_predictions_give_the_logged_metrics(tmp_path, run) -> list[str]:
             {"prefix_encoder.prefix", "classifier.head.weight", "classifier.head.bias"},
         ),
         (["method=lora"], None),
-        (["method=full"], None),
+        pytest.param(["method=full"], None, marks=pytest.mark.slow),
     ],
 )
 def test_adapter_holds_what_trained_and_evaluate_reproduces_the_run(tmp_path, overrides, expected_names):
@@ -81,6 +81,7 @@ def test_adapter_holds_what_trained_and_evaluate_reproduces_the_run(tmp_path, ov
     assert Path(again["predictions"]).read_text().splitlines() == lines
 
 
+@pytest.mark.slow  # kept out of the default suite for time; `make test-slow` runs it
 def test_evaluate_cli_on_other_data_and_refusing_another_base_model(tmp_path):
     adapter, _ = train_tiny(tmp_path, "method=prefix", "prefix_length=3")
     data = tmp_path / "mine.jsonl"
@@ -103,6 +104,7 @@ def test_evaluate_cli_on_other_data_and_refusing_another_base_model(tmp_path):
         evaluate_adapter(adapter, [], blocker / "preds.jsonl")
 
 
+@pytest.mark.slow  # kept out of the default suite for time; `make test-slow` runs it
 @pytest.mark.parametrize("task,method,primary", [("glue_rte", "prefix", "accuracy"), ("glue_stsb", "lora", "pearson")])
 def test_evaluate_reproduces_a_pair_task_and_a_regression_task_from_the_adapter(tmp_path, task, method, primary):
     from tests.test_task_runs import write_glue_root

@@ -224,13 +224,20 @@ def test_report_sweep_errors_name_valid_ids(tmp_path, capsys, empty_store):
     one_error_line(*call(report_main, [*root, "--sweep", child], capsys)[::2], "not a sweep's parent run", parent)
 
 
+def linear_adapter():
+    """What a method exports, for a small stand-in model."""
+    from ptexp.adapters import Exported
+
+    return Exported({name: t.detach().clone() for name, t in nn.Linear(2, 2).state_dict().items()})
+
+
 @pytest.fixture
 def adapter_dir(tmp_path):
     """An adapter folder as a run writes it (the tensors of a small stand-in model), under umask 022."""
     cfg = make_config("model=tiny")
     old = os.umask(0o022)
     try:
-        return save_adapter(nn.Linear(2, 2), cfg, tmp_path / "adapter", "f" * 64, ["model=tiny"], ["a", "b"], {})
+        return save_adapter(linear_adapter(), cfg, tmp_path / "adapter", "f" * 64, ["model=tiny"], ["a", "b"], {})
     finally:
         os.umask(old)
 
@@ -240,7 +247,7 @@ def test_adapter_files_get_the_modes_the_umask_gives(adapter_dir, tmp_path):
     assert modes == {META: 0o644, WEIGHTS: 0o644}
     old = os.umask(0o077)
     try:
-        again = save_adapter(nn.Linear(2, 2), make_config("model=tiny"), tmp_path / "private", "f", [], ["a", "b"], {})
+        again = save_adapter(linear_adapter(), make_config("model=tiny"), tmp_path / "private", "f", [], ["a", "b"], {})
     finally:
         os.umask(old)
     assert {stat.S_IMODE((again / name).stat().st_mode) for name in (META, WEIGHTS)} == {0o600}
@@ -251,7 +258,7 @@ def test_adapter_files_get_the_modes_the_umask_gives(adapter_dir, tmp_path):
     [
         ({META: b"{not json"}, [f"{META} is not JSON", "Expecting property name"]),
         ({META: b"\xff\xfe"}, [f"{META} is not JSON"]),
-        ({META: b"{}"}, [f"{META} lacks method, base_model, prefix_projection_collapsed, overrides, label_names"]),
+        ({META: b"{}"}, [f"{META} lacks method, base_model, overrides, label_names"]),
         ({META: b"[]"}, [f"{META} lacks method"]),
         ({META: json.dumps({"base_model": {}}).encode()}, ["lacks method", "base_model.fingerprint"]),
         ({WEIGHTS: "cut"}, [f"{WEIGHTS} cannot be read", "header"]),

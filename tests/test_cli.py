@@ -43,6 +43,7 @@ def test_multirun_logs_one_parent_with_two_finished_children(tmp_path):
         assert f"method={child.data.tags['ptexp.method']}" in Path(overrides).read_text()
 
 
+@pytest.mark.slow  # kept out of the default suite for time; `make test-slow` runs it
 @pytest.mark.skipif(not SST2_DIR.exists(), reason="../shared/data/sst2 not present")
 def test_sst2_from_local_glue_files_evaluates_on_all_872_dev_rows(tmp_path):
     proc = run_cli(

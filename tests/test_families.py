@@ -254,7 +254,10 @@ def test_attention_implementation_defaults_to_the_best_supported(folders):
         build(folders["mpnet"], "method=full", "model.attn_implementation=sdpa")
 
 
-@pytest.mark.parametrize("family", ["distilbert", "deberta-v3", "mpnet"])
+@pytest.mark.parametrize(
+    "family",
+    [pytest.param("distilbert", marks=pytest.mark.slow), pytest.param("deberta-v3", marks=pytest.mark.slow), "mpnet"],
+)
 def test_cli_trains_prefix_on_families_without_a_kv_cache(folders, family, tmp_path):
     """Through the real trainer (CPU fast dropout: DistilBERT's SDPA routed through it, MPNet/DeBERTa eager)."""
     result = run_cli(

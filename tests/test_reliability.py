@@ -74,7 +74,7 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
 def history(run_dir: Path) -> list[dict]:
     """metrics.jsonl without what depends on the clock (timestamps, speed, times)."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    clock = ("timestamp", "train/samples_per_s", "time/", "throughput/", "memory/")
+    clock = ("timestamp", "train/samples_per_s", "time/", "throughput/", "memory/", "infer/")
     return [{k: v for k, v in row.items() if not k.startswith(clock)} for row in rows]
 
 

@@ -212,6 +212,7 @@ def test_missing_store_exits_2_with_one_clear_line(tmp_path):
     assert not (tmp_path / "nowhere").exists()  # nothing created on the way
 
 
+@pytest.mark.slow  # kept out of the default suite for time; `make test-slow` runs it
 def test_failed_run_is_listed_apart_and_not_averaged(tmp_path):
     # The second job's loss diverges (huge lr, no clipping, no warm-up): it ends FAILED with ptexp.error set.
     run_cli(
@@ -253,6 +254,7 @@ def test_failed_run_is_listed_apart_and_not_averaged(tmp_path):
     assert client.list_artifacts(parent.info.run_id, "report") == []  # --no-attach
 
 
+@pytest.mark.slow  # kept out of the default suite for time; `make test-slow` runs it
 def test_prefix_length_sweep_preset_gets_the_prefix_length_plot(tmp_path):
     proc = run_cli("-m", "experiment=prefix_length_sweep", *TINY, "trainer.max_steps=1", f"output_root={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]

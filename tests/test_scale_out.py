@@ -29,6 +29,7 @@ def parent_and_children(store: Path):
     return parent, children
 
 
+@pytest.mark.slow  # kept out of the default suite for time; `make test-slow` runs it
 @needs("hydra_submitit_launcher", "slurm")
 def test_submitit_local_sweep_runs_each_job_in_its_own_process_under_one_parent_run(tmp_path):
     proc = run_cli("-m", "hydra/launcher=submitit_local", *TINY, "method=full,prefix", f"output_root={tmp_path}")
@@ -94,6 +95,7 @@ def test_slurm_preset_writes_the_sbatch_array_script_with_its_resources(tmp_path
     assert "/multiruns/" in script and "/.submitit/" in script  # submitit_folder lies in the sweep folder
 
 
+@pytest.mark.slow  # kept out of the default suite for time; `make test-slow` runs it
 @needs("hydra_optuna_sweeper", "optuna")
 def test_optuna_search_runs_2_trials_in_the_search_space_and_optimises_on_the_selection_split(tmp_path):
     proc = run_cli("-m", "hparams_search=prefix_optuna", "hydra.sweeper.n_trials=2", *TINY, f"output_root={tmp_path}")

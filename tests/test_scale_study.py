@@ -100,6 +100,7 @@ def series_from_store(root: Path, *selection: str) -> dict:
     return gap_by_size(task_rows(make_groups([r for r in runs if r.status == FINISHED])))
 
 
+@pytest.mark.slow  # kept out of the default suite for time; `make test-slow` runs it
 def test_report_plots_the_gap_to_full_against_model_size(tmp_path):
     log_scale_runs(tmp_path)
     out = tmp_path / "out"
