@@ -16,6 +16,7 @@ from ptexp.report.pages import Content, write_html, write_md
 from ptexp.report.plots import make_plots
 from ptexp.report.runs import ReportError, connect, history, load_predictions, select
 from ptexp.report.stats import DASH, FINISHED, LOSS, NA, check_runs, make_groups
+from ptexp.report.study_runs import NEWEST, select_study
 from ptexp.report.tables import FAILED_HEADERS, HEADERS, NUMERIC, display_row, failed_rows, text_table, write_csv
 from ptexp.report.tasks import (
     TASK_HEADERS,
@@ -48,6 +49,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the most recent sweep (with no selection given: the most recent sweep with a finished run)",
     )
     which.add_argument("--all", action="store_true", help="every run of the experiment")
+    which.add_argument(
+        "--study",
+        nargs="?",
+        const=NEWEST,
+        metavar="STUDY_RUN_ID",
+        help="a study's outcome (python -m ptexp.study): each cell's chosen recipe over its seeds, with its grid and "
+        "budget; without an id, the newest study",
+    )
     parser.add_argument(
         "--filter",
         metavar="FILTER",
@@ -63,7 +72,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="B",
         help=f"draws of the paired bootstrap behind each gap's 95%% interval (default: %(default)s; seed {SEED})",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.study and args.filter:
+        parser.error("--filter: not with --study (a study's runs are its chosen recipes); valid: one of them")
+    return args
 
 
 def positive(text: str) -> int:
@@ -94,7 +106,7 @@ def report(args: argparse.Namespace) -> int:
         raise ReportError(f"--out: {problem}; valid: a folder that can be written")
     uri = args.tracking_uri or default_uri(args.output_root)
     client, experiment_id = connect(uri, args.experiment)
-    selection = select(client, experiment_id, args)
+    selection = select_study(client, experiment_id, args.study) if args.study else select(client, experiment_id, args)
     if selection.note is not None:
         print(f"[report] {selection.note}")
     if not selection.runs:
@@ -123,7 +135,8 @@ def report(args: argparse.Namespace) -> int:
     plots += plot_gap_by_size(tasks, out, warnings)
     meta = [("selection", selection.description), ("experiment", args.experiment), ("tracking URI", uri)]
     if selection.parent is not None and selection.parent.data.tags.get("ptexp.overrides") is not None:
-        meta.append(("sweep command", f"python -m ptexp -m {selection.parent.data.tags['ptexp.overrides']}"))
+        overrides = selection.parent.data.tags["ptexp.overrides"]  # a study's is its whole command line
+        meta.append(("command", overrides if args.study else f"python -m ptexp -m {overrides}"))
     meta.append(("generated", time.strftime("%Y-%m-%d %H:%M:%S")))
     content = Content(f"ptexp report: {selection.description}", meta, groups, failed, warnings, plots, tasks)
     files = [out / "report.md", out / "report.csv", out / "report.html"]
@@ -143,7 +156,7 @@ def report(args: argparse.Namespace) -> int:
         print(text_table(TASK_HEADERS, [display_task_row(r) for r in tasks], TASK_NUMERIC))
         studied = [r for r in tasks if r.study]
         if studied:
-            print("\nStudy tags (ptexp.study.*: chosen recipe, grid):")
+            print("\nThe study's choice per cell (recipe, budget, each grid recipe's selection score and train s):")
             for r in studied:
                 print(f"  {r.group.data} / {r.group.model} / {r.method}: {fmt_study(r)}")
     sys.stdout.flush()  # the warnings (stderr) after the table, also when both go to one terminal
@@ -160,9 +173,9 @@ def report(args: argparse.Namespace) -> int:
             print(f"warning: could not attach the report to run {parent_id}: {short(err, 300)}", file=sys.stderr)
         else:
             names = ", ".join(f"report/{p.name}" for p in files + plots)
-            print(f"attached to sweep parent run {parent_id}: {names}")
+            print(f"attached to {'study' if args.study else 'sweep parent'} run {parent_id}: {names}")
     elif selection.parent is None and not args.no_attach:
-        print("not attached: the selection is not a sweep (attach needs --sweep or --latest-sweep)")
+        print("not attached: the selection is not a sweep or study (attach needs --sweep, --latest-sweep or --study)")
     return 0
 
 

@@ -67,11 +67,14 @@ class Content:
 
 
 def study_lines(tasks: list[TaskRow]) -> list[str]:
-    """``task / model / method: recipe=...; grid=...`` for each cell whose runs carry study tags."""
+    """``task / model / method: recipe=...; budget=...; grid=...`` for each cell of a ``--study`` report."""
     return [f"{r.group.data} / {r.group.model} / {r.method}: {fmt_study(r)}" for r in tasks if r.study]
 
 
-STUDY_NOTE = "Each cell's study tags (ptexp.study.*), as the study that ran it set them: its chosen recipe and grid."
+STUDY_NOTE = (
+    "Each cell's choice, as the study recorded it: the chosen recipe, the budget it had to fit, and every grid "
+    "recipe's selection score and train seconds."
+)
 
 
 def caption(name: str) -> str:

@@ -16,8 +16,6 @@ from ptexp.predictions import FOLDER, Predictions, read_predictions
 from ptexp.report.stats import DEFAULT_PRIMARY, RunData, variant_order
 from ptexp.store import local_path, short
 
-STUDY_TAG = "ptexp.study."  # tags a study command puts on its runs (its recipe and grid): shown where present
-
 
 class ReportError(Exception):
     """Ends the report with one message and an exit status (1: nothing to report, 2: usage or store error)."""
@@ -99,7 +97,6 @@ def run_data(run) -> RunData:
         params=dict(params),
         primary=tags.get("ptexp.primary_metric") or DEFAULT_PRIMARY,
         select_best=params.get("trainer.select_best", "").lower() == "true",
-        study={k.removeprefix(STUDY_TAG): v for k, v in tags.items() if k.startswith(STUDY_TAG)},
     )
 
 

@@ -49,7 +49,7 @@ class RunData:
     params: dict[str, str] = field(default_factory=dict)
     histories: dict[str, dict[int, float]] = field(default_factory=dict)  # step -> value (last logged at that step)
     predictions: Predictions | None = None  # the final eval's predictions artifact (None: not logged, or not read)
-    study: dict[str, str] = field(default_factory=dict)  # tags ptexp.study.KEY (a study's recipe, grid...) by KEY
+    study: dict[str, str] = field(default_factory=dict)  # report --study: its cell's recipe, budget, grid
 
     @property
     def key(self) -> tuple[str, str, str, tuple[tuple[str, str], ...]]:

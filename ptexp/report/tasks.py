@@ -1,6 +1,6 @@
 """The task view: one row per (task, model, method) with the model's size, the primary metric over seeds and the
 gap to full fine-tuning on the same task and model with its 95 % interval (:mod:`~ptexp.report.intervals`), as text
-rows and ``tasks.csv``; and each cell's study tags (chosen recipe, grid) where its runs carry them."""
+rows and ``tasks.csv``; and, with ``--study``, each cell's chosen recipe, budget and grid."""
 
 from __future__ import annotations
 
@@ -94,8 +94,8 @@ class TaskRow:
 
     @property
     def study(self) -> dict[str, str]:
-        """The study tags of the group's runs (``ptexp.study.KEY`` by KEY), values that differ joined by `` | ``."""
-        keys = sorted({k for r in self.group.runs for k in r.study})
+        """What ``--study`` says of the group's cell (recipe, budget, grid), values that differ joined by `` | ``."""
+        keys = list(dict.fromkeys(k for r in self.group.runs for k in r.study))  # recipe, budget, grid
         return {k: " | ".join(sorted({r.study[k] for r in self.group.runs if k in r.study})) for k in keys}
 
     def add_interval(self, bootstrap: Bootstrap) -> None:
