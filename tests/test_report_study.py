@@ -50,7 +50,7 @@ def log_study(root: Path) -> str:
         grid = [{"recipe": f"optimizer.lr={lr}", "selection": score, "train_s": 1.0, "steps": 2}
                 for lr, score in ((other, 0.5), (chosen, 0.9))]  # fmt: skip
         tags |= {f"study.tiny/{method}.chosen": f"optimizer.lr={chosen}", f"study.tiny/{method}.grid": json.dumps(grid),
-                 f"study.tiny/{method}.budget": "none" if method == "full" else "train/steps <= 2.0",
+                 f"study.tiny/{method}.budget": "none" if method == "full" else "steps <= 2.0",
                  f"study.tiny/{method}.chosen_run": ids[(method, chosen, "1")]}  # fmt: skip
     return client.create_run(experiment, run_name="study", tags=tags).info.run_id
 
@@ -69,7 +69,7 @@ def test_a_study_report_shows_each_cells_chosen_recipe_over_its_seeds_and_its_gr
     tasks = {r["method"]: r for r in printed_table(out, "task")}
     assert tasks["full"]["seeds"] == "2" and tasks["prefix P=20"]["seeds"] == "2"
     assert tasks["prefix P=20"]["gap to full"] == "-6.00 pts"  # (0.76 + 0.74 - 0.80 - 0.82) / 2; 0.60, 0.70 not in
-    assert "tiny / prefix P=20: recipe=optimizer.lr=0.02; budget=train/steps <= 2.0; grid=optimizer.lr=0.005: " in out
+    assert "tiny / prefix P=20: recipe=optimizer.lr=0.02; budget=steps <= 2.0; grid=optimizer.lr=0.005: " in out
     assert "optimizer.lr=0.005: 0.5000 (1 s), optimizer.lr=0.02: 0.9000 (1 s)" in out
     with (tmp_path / "r" / "tasks.csv").open() as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}

@@ -203,4 +203,4 @@ def test_a_study_killed_after_its_first_run_finishes_on_a_rerun_without_redoing_
     assert shown.returncode == 0, shown.stderr[-3000:]
     assert "each cell's chosen recipe, every seed: 4 finished run(s)" in shown.stdout  # 2 methods x seeds 1, 2
     assert " / full: recipe=optimizer.lr=" in shown.stdout, shown.stdout[-3000:]
-    assert "budget=train/steps <= " in shown.stdout, shown.stdout[-3000:]
+    assert "budget=steps <= " in shown.stdout, shown.stdout[-3000:]
