@@ -1,5 +1,6 @@
 """What the benchmarks share: ptexp sweeps run as subprocesses, finished runs read back from the MLflow SQLite store
-under the output root, mean and standard deviation, task metrics, Markdown tables."""
+under the output root, mean and standard deviation, the token lengths of ptexp's rows and each sampler's padding,
+Markdown tables."""
 
 from __future__ import annotations
 
@@ -46,17 +47,46 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def score(metric: str, predictions: Sequence[float], labels: Sequence[float]) -> float:
-    """A GLUE metric: accuracy, f1 (positive class 1), mcc, pearson or spearman."""
-    if metric in ("pearson", "spearman"):
-        from scipy import stats
+def composed(overrides: Sequence[str]):
+    """ptexp's config of ``overrides``, composed as ``python -m ptexp.study`` composes it (no recipe tables applied)."""
+    import ptexp.methods  # noqa: F401  (registers the schema, every method's options included)
+    from ptexp.study.spec import compose_config
 
-        test = stats.pearsonr if metric == "pearson" else stats.spearmanr
-        return float(test(predictions, labels)[0])
-    from sklearn import metrics
+    return compose_config(list(overrides))
 
-    functions = {"accuracy": metrics.accuracy_score, "f1": metrics.f1_score, "mcc": metrics.matthews_corrcoef}
-    return float(functions[metric](labels, predictions))
+
+def token_lengths(overrides: Sequence[str]) -> dict[str, list[int]]:
+    """The token count of every row of each split (train, eval, and selection where one is carved) of ptexp's config
+    of ``overrides``: its rows (``ptexp.data.load_dataset``), its tokenizer, ``data.max_length``."""
+    from ptexp.data import encode, load_dataset
+    from ptexp.models import load_tokenizer
+
+    cfg = composed(overrides)
+    data, tokenizer = load_dataset(cfg.data), load_tokenizer(cfg.model)
+    splits = {"train": data.train, "eval": data.eval, **({"selection": data.selection} if data.selection else {})}
+    return {name: [len(ids) for ids in encode(split, tokenizer, cfg.data.max_length).input_ids]
+            for name, split in splits.items()}  # fmt: skip
+
+
+SAMPLERS = {"ptexp": "ptexp's length-grouped batches", "trainer": "Trainer's group_by_length", "random": "random"}
+
+
+def epoch_padding(lengths: Sequence[int], batch_size: int, sampler: str, seed: int = 0) -> tuple[int, int]:
+    """(padded tokens, batches) of one epoch of rows of these token ``lengths``, batched by the sampler itself
+    (SAMPLERS): ptexp's LengthGroupedBatches, Trainer's LengthGroupedSampler, or a random permutation."""
+    import torch
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from ptexp.encoding import LengthGroupedBatches
+
+    generator = torch.Generator().manual_seed(seed)
+    if sampler == "ptexp":
+        batches = list(LengthGroupedBatches(list(lengths), batch_size, generator))
+    else:
+        order = (list(LengthGroupedSampler(batch_size, lengths=list(lengths), generator=generator))
+                 if sampler == "trainer" else torch.randperm(len(lengths), generator=generator).tolist())  # fmt: skip
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return sum(len(batch) * max(lengths[i] for i in batch) for batch in batches), len(batches)
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

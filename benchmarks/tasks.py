@@ -1,31 +1,34 @@
 """Cross-task benchmark (issue 15): MiniLM-L6 on GLUE RTE, MRPC, STS-B, CoLA and SST-2 (the 20,000-row subset of
 benchmarks/accuracy.py); full, prefix and LoRA with 3 seeds, IA3, BitFit, prompt and linear probe with 1; beside
-them Hugging Face Trainer with run_glue's recipe (benchmarks/hf_peer.py), with dynamic padding and with
-group_by_length. Per task: the primary dev metric (accuracy for SST-2/RTE, F1 for MRPC, Pearson for STS-B, MCC for
-CoLA) mean +- std, train seconds, time relative to full, trainable share, gap to full, and PASS/MISS per target.
-Everything goes to MLflow (one experiment per task, ``<experiment>-<task>``); the tables to stdout and to
-``<output-root>/<experiment>.md``, every number to ``<experiment>.json``, the chosen learning rates to
+them Hugging Face Trainer (benchmarks/hf_peer.py), with random batches and with group_by_length, at full's chosen
+recipe and at run_glue's default one. Per task: the primary dev metric (accuracy for SST-2/RTE, F1 for MRPC, Pearson
+for STS-B, MCC for CoLA) mean +- std, train seconds, time relative to full, trainable share, gap to full, and
+PASS/MISS per target. Everything goes to MLflow (one experiment per task, ``<experiment>-<task>``); the tables to
+stdout and to ``<output-root>/<experiment>.md``, every number to ``<experiment>.json``, the chosen learning rates to
 ``<experiment>_recipes.json``.
 
 The protocol is ``python -m ptexp.study``'s (README, "Studies"), one study per task: each task holds out
 ``Task.select_rows`` train rows (``--selection-rows``) as the selection split; every ptexp run trains ``--epochs``
-epochs (3) and ``trainer.select_best`` restores its best epoch on that split. Full, prefix (P=20) and LoRA run
-every learning rate of GRID with seed 1; prefix and LoRA also at the most whole epochs that fit in 0.9x the chosen
-full run's train time (``study.budget.fill``), when that is more than 3. The best ``selection/best_<metric>`` wins
+epochs (3) and ``trainer.select_best`` restores its best epoch on that split. Full, prefix (P=20) and LoRA run every
+learning rate of GRID with seed 1; prefix and LoRA also at the most whole epochs that fit in 0.9x the chosen full
+run's train time (``study.budget.fill``), when that is more than 3. The best ``selection/best_<metric>`` wins
 (prefix and LoRA: the best at or under full's train time), then seeds 2..N run at that recipe. A second study runs
 the other methods at their default rate, without a budget. The dev split is only scored, never used to choose. The
-peers train on the same rows (the selection rows left out) with run_glue's fixed recipe. Finished runs are found in
-MLflow and skipped, so an interrupted benchmark, or a later one with more ``--seeds``, goes on where the last
-stopped.
+peers (both samplers, --seeds seeds) train on the same rows (the selection rows left out) at full's chosen recipe
+(its learning rate and epochs, the best epoch on the selection split; everything else is the shared config), which
+the "full >= Trainer" targets use, and at run_glue's default recipe (RUN_GLUE: what a user gets by default). The
+peer's head is AutoModelForSequenceClassification's, on the first token (``model.pooling=cls``). Finished runs are
+found in MLflow and skipped, so an interrupted benchmark, or a later one with more ``--seeds``, goes on where the
+last stopped.
 
     python benchmarks/tasks.py                    # the benchmark
     python benchmarks/tasks.py --summary-only     # reprint the tables from MLflow
     python benchmarks/tasks.py --plan             # estimated wall time (no training)
     python benchmarks/tasks.py --quick            # a look: 1 seed, 500 train rows, 1 epoch, one lr, + peer
 
-``--plan`` (per-step seconds ~ padded tokens + 170, scaled to the README's 187 s per full epoch of the SST-2 subset;
-it counts start-up per run and so runs high) puts the whole benchmark at about 11 h on 2 CPU cores, ``--quick`` at
-about 12 minutes.
+``--plan`` (benchmarks/tasks_plan.py: per-step seconds ~ padded tokens + 170, scaled to the README's 187 s per full
+epoch of the SST-2 subset; it counts start-up per run and so runs high) puts the whole benchmark at about 17 h on 2
+CPU cores (8 of them the four peers), ``--quick`` at about 25 minutes.
 """
 
 from __future__ import annotations
@@ -39,8 +42,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import ROOT, SHARED_DATA, finished_runs
+from hf_peer import PEER_TAG
 
 from ptexp.study.choose import FILL_MARGIN
+from ptexp.study.spec import value_text
 
 
 @dataclass(frozen=True)
@@ -62,8 +67,25 @@ TASKS = {  # the one table to adjust at merge
 }
 MAIN_METHODS = ("full", "prefix", "lora")  # --seeds seeds, learning rate chosen from GRID; the others --other-seeds
 OTHER_METHODS = ("ia3", "bitfit", "prompt", "linear_probe")  # conf/method's learning rate
-PEERS = ("hf_trainer", "hf_trainer_grouped")  # dynamic padding; train_sampling_strategy=group_by_length
-PEER_RECIPE = {"lr": 2e-5, "epochs": 3.0}  # run_glue's usual (batch 32 in hf_peer.py)
+
+
+@dataclass(frozen=True)
+class Peer:
+    grouped: bool  # trainer.group_by_length: Trainer's group_by_length sampler, else random batches
+    full_recipe: bool  # at full's chosen recipe (learning rate, epochs, best epoch), else at RUN_GLUE
+    title: str  # its name in the report
+
+
+PEERS = {  # hf_peer.py --label -> what it runs
+    "hf_trainer": Peer(False, True, "hf_trainer (full's recipe)"),
+    "hf_trainer_grouped": Peer(True, True, "hf_trainer_grouped (full's recipe)"),
+    "hf_trainer_run_glue": Peer(False, False, "hf_trainer (run_glue default)"),
+    "hf_trainer_grouped_run_glue": Peer(True, False, "hf_trainer_grouped (run_glue default)"),
+}
+# run_glue's recipe, what a user gets by default: TrainingArguments' learning rate, no warm-up, no weight decay,
+# 3 epochs, batch 32, 128 tokens, the last step's model (betas, eps, grad clip 1.0 and the linear decay: ptexp's too)
+RUN_GLUE = {"optimizer.lr": 2e-5, "trainer.epochs": 3.0, "trainer.batch_size": 32, "data.max_length": 128,
+            "optimizer.warmup_ratio": 0.0, "optimizer.weight_decay": 0.0, "trainer.select_best": False}  # fmt: skip
 # The learning rates tried on the selection split (seed 1); the first is SST-2's tuned one (conf/experiment/
 # sst2_compare.yaml), the one --quick uses. The epoch is chosen by trainer.select_best within --epochs.
 GRID = {"full": (2e-4, 1e-4), "prefix": (2e-2, 5e-3, 5e-2), "lora": (2e-3, 5e-4, 5e-3)}
@@ -76,14 +98,19 @@ QUICK = {"seeds": 1, "other_seeds": 0, "train_rows": 500, "epochs": 1.0, "experi
 def study_overrides(name: str, args: argparse.Namespace) -> list[str]:
     """What every ptexp job of task ``name`` gets: data, subset, selection split, output root, MLflow experiment,
     check limits."""
-    task = TASKS[name]
-    rows = args.train_rows or task.train_rows
     return [
-        f"data={task.preset}", f"data.data_dir={task.data_dir}", *([f"data.max_train_samples={rows}"] if rows else []),
-        f"data.selection_rows={selection_rows(name, args)}",
+        *task_data(name, args.train_rows or TASKS[name].train_rows, selection_rows(name, args)),
         *([f"trainer.max_steps={args.max_steps}"] if args.max_steps else []), "trainer.progress=false",
         f"output_root={args.output_root}", f"tracking.experiment={args.experiment}-{name}", *args.extra,
     ]  # fmt: skip
+
+
+def task_data(name: str, rows: int | None, selection: int | None) -> list[str]:
+    """The overrides that read task ``name``: its preset and folder, ``rows`` train rows (None: all), ``selection``
+    of them held out as the selection split (None: none)."""
+    task = TASKS[name]
+    return [f"data={task.preset}", f"data.data_dir={task.data_dir}", *([f"data.max_train_samples={rows}"] if rows
+            else []), *([f"data.selection_rows={selection}"] if selection else [])]  # fmt: skip
 
 
 def selection_rows(name: str, args: argparse.Namespace) -> int:
@@ -97,11 +124,17 @@ def finished(name: str, method: str, epochs: float, args: argparse.Namespace) ->
     found = {}
     for run in finished_runs(args.output_root, f"{args.experiment}-{name}"):
         p = run.data.params
-        if (run.data.tags.get("ptexp.method") == method and p.get("data.max_train_samples") == rows
+        if (run.data.tags.get("ptexp.method") == method and ours(run) and p.get("data.max_train_samples") == rows
                 and p.get("data.selection_rows") == held_out
                 and float(p.get("trainer.epochs", "nan")) == epochs):  # fmt: skip
             found[(float(p["optimizer.lr"]), int(p["seed"]))] = run
     return found
+
+
+def ours(run) -> bool:
+    """Whether an MLflow run is one this benchmark reads: a ptexp run, or a peer run that hf_peer.py logged (tag
+    PEER_TAG: the peer runs of its earlier versions were scored by other code)."""
+    return run.data.tags.get("ptexp.method") not in PEERS or PEER_TAG in run.data.tags
 
 
 def method_epochs(method: str, args: argparse.Namespace) -> float:
@@ -165,43 +198,56 @@ def chosen_recipes(name: str, methods: list[str], args: argparse.Namespace) -> d
 
 
 def recipe_label(method: str, params: dict) -> str:
-    """The report's row name: method, prefix length, learning rate, epochs or steps (from MLflow params)."""
+    """The report's row name: method (a peer's title), prefix length, learning rate, epochs or steps (from MLflow
+    params)."""
     length = params.get("prefix_length", "None")
     steps = params.get("trainer.max_steps", "None")
     span = f"{steps} steps" if steps != "None" else f"{float(params['trainer.epochs']):g} ep"
-    return f"{method}{'' if length == 'None' else f' P={length}'}, lr {float(params['optimizer.lr']):g}, {span}"
+    name = PEERS[method].title if method in PEERS else method
+    return f"{name}{'' if length == 'None' else f' P={length}'}, lr {float(params['optimizer.lr']):g}, {span}"
 
 
-def run_peer(name: str, method: str, seed: int, args: argparse.Namespace) -> None:
-    task = TASKS[name]
-    rows = args.train_rows or task.train_rows
-    epochs = PEER_RECIPE["epochs"] if args.peer_epochs is None else args.peer_epochs
-    if (PEER_RECIPE["lr"], seed) in finished(name, method, epochs, args):
+def peer_recipe(label: str, chosen: dict, args: argparse.Namespace) -> dict | None:
+    """What a peer runs over the shared config: full's chosen learning rate and epochs with the best epoch on the
+    selection split (None while full has no chosen recipe), or RUN_GLUE (--quick: its epochs)."""
+    if not PEERS[label].full_recipe:
+        return RUN_GLUE | ({"trainer.epochs": args.peer_epochs} if args.peer_epochs is not None else {})
+    full = chosen.get("full")
+    if full is None:
+        return None
+    return {"optimizer.lr": full["lr"], "trainer.epochs": full["epochs"], "trainer.select_best": True}
+
+
+def run_peer(name: str, label: str, seed: int, recipe: dict, args: argparse.Namespace) -> None:
+    """``benchmarks/hf_peer.py`` for this task, seed and recipe, unless MLflow has it finished."""
+    if (recipe["optimizer.lr"], seed) in finished(name, label, recipe["trainer.epochs"], args):
         return
-    cmd = [
-        sys.executable, str(ROOT / "benchmarks" / "hf_peer.py"), "--task", name, "--data-dir", str(task.data_dir),
-        "--metric", task.metric, "--method", method, "--seed", str(seed), "--lr", f"{PEER_RECIPE['lr']:g}",
-        "--epochs", f"{epochs:g}",
-        "--output-root", str(args.output_root), "--experiment", f"{args.experiment}-{name}",
-        "--selection-rows", str(selection_rows(name, args)), *(["--train-rows", str(rows)] if rows else []),
-        *(["--max-steps", str(args.max_steps)] if args.max_steps else []),
-    ]  # fmt: skip
-    print(f"$ hf_peer.py {name} {method} seed {seed}", flush=True)
+    settings = [f"{key}={value_text(value)}" for key, value in recipe.items()]
+    grouped = value_text(PEERS[label].grouped)
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "hf_peer.py"), "--label", label, *study_overrides(name, args),
+           *settings, f"trainer.group_by_length={grouped}", "model.pooling=cls", f"seed={seed}"]  # fmt: skip
+    print(f"$ hf_peer.py {name} {label} seed {seed}", flush=True)
     started = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    print(f"  {name} {method} seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)
+    print(f"  {name} {label} seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)
 
 
-def run_task(name: str, args: argparse.Namespace) -> dict:
+def run_task(name: str, args: argparse.Namespace, known: dict) -> dict:
     """The study of full, prefix and LoRA (GRID, --seeds), then of the other methods (their default rate,
-    --other-seeds), then the peers. Returns {method: chosen recipe} of the main methods."""
+    --other-seeds), then the peers (at full's chosen recipe: this study's, else ``known``'s, the recipes file's).
+    Returns {method: chosen recipe} of the main methods."""
     main = [m for m in MAIN_METHODS if m in args.methods]
     run_study(name, main, args, args.seeds, main=True)
     run_study(name, [m for m in OTHER_METHODS if m in args.methods], args, args.other_seeds, main=False)
-    for method in PEERS if args.peers else ():
+    chosen = chosen_recipes(name, main, args) if main else {}
+    for label in PEERS if args.peers else ():
+        recipe = peer_recipe(label, known | chosen, args)
+        if recipe is None:
+            print(f"  {name} {label}: skipped, full has no chosen recipe yet", flush=True)
+            continue
         for seed in range(1, args.seeds + 1):
-            run_peer(name, method, seed, args)
-    return chosen_recipes(name, main, args) if main else {}
+            run_peer(name, label, seed, recipe, args)
+    return chosen
 
 
 def parse_args() -> argparse.Namespace:
@@ -222,7 +268,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--plan", action="store_true", help="estimate the wall time (other flags apply); no training")
     parser.add_argument("extra", nargs="*", help="extra Hydra overrides for every ptexp run")
     args = parser.parse_args()
-    args.peer_epochs = None  # PEER_RECIPE's
+    args.peer_epochs = None  # RUN_GLUE's
     if args.quick:
         args.seeds, args.other_seeds = QUICK["seeds"], QUICK["other_seeds"]
         args.train_rows, args.epochs = args.train_rows or QUICK["train_rows"], QUICK["epochs"]
@@ -234,7 +280,8 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
-    from tasks_report import plan, report
+    from tasks_plan import plan
+    from tasks_report import report
 
     args = parse_args()
     if args.plan:
@@ -243,7 +290,7 @@ def main() -> None:
     recipes = json.loads(args.recipes.read_text()) if args.recipes.is_file() else {}
     if not args.summary_only:
         for name in args.tasks:
-            recipes[name] = run_task(name, args)
+            recipes[name] = run_task(name, args, recipes.get(name, {}))
             args.output_root.mkdir(parents=True, exist_ok=True)
             args.recipes.write_text(json.dumps(recipes, indent=2) + "\n")
     report(args, recipes)

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from common import finished_runs, markdown_table, mean_std, store_uri
 from tasks import (
-    LONGER,
     MAIN_METHODS,
     OTHER_METHODS,
-    PEER_RECIPE,
     PEERS,
     TASKS,
-    TIME_SHARE,
-    grid,
-    method_epochs,
+    ours,
     recipe_label,
     selection_rows,
 )
@@ -31,7 +26,7 @@ from ptexp.report.runs import load_predictions
 ORDER = [*MAIN_METHODS, *OTHER_METHODS, *PEERS]  # the table's row order
 
 TARGETS = {"lora": 1.5, "prefix": 2.0}  # method -> largest gap to full, in points, at <= full's train time
-PEER_TIME = {"hf_trainer": 0.6, "hf_trainer_grouped": 0.9}  # full's train time <= this x the peer's
+PEER_TIME = {"hf_trainer": 0.6, "hf_trainer_grouped": 0.9}  # full's train time <= this x the peer's (full's recipe)
 
 
 def task_rows(name: str, args: argparse.Namespace) -> dict[str, dict]:
@@ -41,7 +36,7 @@ def task_rows(name: str, args: argparse.Namespace) -> dict[str, dict]:
     groups: dict[str, list] = {}
     for run in finished_runs(args.output_root, f"{args.experiment}-{name}"):
         method, params = run.data.tags.get("ptexp.method"), run.data.params
-        if method in ORDER and params.get("data.max_train_samples") == rows:
+        if method in ORDER and ours(run) and params.get("data.max_train_samples") == rows:
             groups.setdefault(recipe_label(method, params), []).append(run)
     table = {}
     for label, runs in groups.items():
@@ -126,13 +121,13 @@ def targets(table: dict[str, dict], metric: str, chosen: dict, interval: Interva
     its point estimate; without an interval it misses."""
     full, lines = main_row(table, "full", chosen), []
     for peer, share in PEER_TIME.items():
-        other = main_row(table, peer, chosen)
+        other, title = main_row(table, peer, chosen), PEERS[peer].title
         if full is None or other is None:
-            lines.append((False, f"full >= {peer} at <= {share}x its time: no runs"))
+            lines.append((False, f"full >= {title} at <= {share}x its time: no runs"))
             continue
         ratio, found = time_ratio(full, other), interval(full, other)
         ok = found[0] is not None and found[0].low >= 0 and ratio <= share
-        lines.append((ok, f"full {100 * full['mean']:.1f} >= {peer} {100 * other['mean']:.1f} {metric}: gap "
+        lines.append((ok, f"full {100 * full['mean']:.1f} >= {title} {100 * other['mean']:.1f} {metric}: gap "
                           f"{fmt_interval(found)}, at {ratio:.2f}x its train time (target <= {share})"))  # fmt: skip
     for method, gap in TARGETS.items():
         row = main_row(table, method, chosen)
@@ -193,24 +188,25 @@ def overview_cell(row: dict | None, full: dict | None, interval: IntervalOf) -> 
 
 def overview(tables: dict[str, dict], recipes: dict, intervals: dict[str, IntervalOf]) -> str:
     """One row per task: each main method's and peer's primary dev metric (x100, mean over seeds, with seeds),
-    the gap to full, and full's train time over each peer's."""
-    headers = ("task (metric)", "full", "prefix (gap)", "LoRA (gap)", "HF Trainer", "HF grouped",
-               "full's time / Trainer's, / grouped")  # fmt: skip
+    the gap to full (prefix, LoRA, the peers at full's recipe), and full's train time over each such peer's."""
+    headers = ("task (metric)", "full", "prefix (gap)", "LoRA (gap)", "Trainer, full's recipe (gap)",
+               "grouped, full's recipe (gap)", "Trainer, run_glue", "grouped, run_glue",
+               "full's time / Trainer's, / grouped's (full's recipe)")  # fmt: skip
+    gapped = ("prefix", "lora", *PEER_TIME)
     rows = []
     for name, table in tables.items():
         found = {m: main_row(table, m, recipes.get(name, {})) for m in (*MAIN_METHODS, *PEERS)}
         full = found["full"]
-
-        times = [f"{time_ratio(full, found[p]):.2f}" if full and found[p] else "n/a" for p in PEERS]
-        cells = (
-            overview_cell(found[m], full if m in ("prefix", "lora") else None, intervals[name])
-            for m in (*MAIN_METHODS, *PEERS)
-        )
+        times = [f"{time_ratio(full, found[p]):.2f}" if full and found[p] else "n/a" for p in PEER_TIME]
+        cells = (overview_cell(found[m], full if m in gapped else None, intervals[name]) for m in found)
         rows.append((f"{name} ({TASKS[name].metric})", *cells, " / ".join(times)))
     return markdown_table(headers, rows) + (
         "\n\n[n]: the number of seeds. n.s.: the gap's 95% interval (paired bootstrap over seeds and dev examples "
         "from the predictions artifacts, else over seeds alone) contains 0; ?: no interval (one seed, no predictions)."
         " Time ratios: the mean over seeds of each seed's ratio (a seed's runs are timed in the same invocation)."
+        " Trainer: Hugging Face Trainer (benchmarks/hf_peer.py) with random batches; grouped: with group_by_length;"
+        " full's recipe: full's chosen learning rate and epochs with its best epoch on the selection split;"
+        " run_glue: lr 2e-5, 3 epochs, no warm-up or weight decay, the last step."
     )
 
 
@@ -237,71 +233,3 @@ def report(args: argparse.Namespace, recipes: dict) -> None:
                for name, table in tables.items()}  # fmt: skip
     (args.output_root / f"{args.experiment}.json").write_text(json.dumps(numbers, indent=2) + "\n")
     print(f"written: {args.output_root / args.experiment}.md and .json")
-
-
-# ---------------------------------------------------------------------------------------------- wall-time plan
-# Train-step seconds = SCALE x (padded tokens of the batch + FIXED_TOKENS). FIXED_TOKENS: MiniLM, batch 32, 2 threads,
-# AdamW, measured at sequence 16 (0.367 s) and 64 (1.198 s) on shared cores; SCALE so that ptexp full on the SST-2
-# subset (grouped batches) takes the 187 s per epoch of the README's quiet-machine accuracy benchmark.
-FIXED_TOKENS = 170
-# Per-epoch train time relative to full fine-tuning (README, accuracy benchmark on SST-2).
-METHOD_COST = {"full": 1.0, "prefix": 0.56, "lora": 0.60, "ia3": 0.58, "bitfit": 0.60, "prompt": 1.20,
-               "linear_probe": 0.038}  # fmt: skip
-EVAL_COST, START_S = 1 / 3, 20  # an evaluated token against a trained one; start-up seconds per run
-
-
-def padded_tokens(lengths: list[int], grouped: bool, batch: int = 32) -> tuple[int, int]:
-    """(padded tokens, batches) of one epoch: random batches, or sorted within mega-batches of 50 (as both
-    ptexp's and Trainer's length-grouped samplers do)."""
-    order = list(range(len(lengths)))
-    random.Random(0).shuffle(order)
-    chunks = [order[i : i + 50 * batch] for i in range(0, len(order), 50 * batch)] if grouped else [order]
-    total = steps = 0
-    for chunk in chunks:
-        chunk = sorted(chunk, key=lambda i: lengths[i]) if grouped else chunk
-        for i in range(0, len(chunk), batch):
-            total, steps = total + len(chunk[i : i + batch]) * max(lengths[j] for j in chunk[i : i + batch]), steps + 1
-    return total, steps
-
-
-def task_shape(name: str, tokenizer, train_rows: int | None) -> tuple[tuple[int, int], tuple[int, int], int]:
-    """((padded tokens, steps) grouped, the same for random batches, dev tokens) of one epoch of a task."""
-    from hf_peer import encode, load_task_rows
-
-    train, dev = load_task_rows(name, TASKS[name].data_dir, train_rows)
-    lengths = [len(row["input_ids"]) for row in encode(tokenizer, train)]
-    dev_tokens = sum(len(row["input_ids"]) for row in encode(tokenizer, dev))
-    return padded_tokens(lengths, True), padded_tokens(lengths, False), dev_tokens
-
-
-def plan(args: argparse.Namespace) -> None:
-    """Estimated wall time of the benchmark for this invocation's settings; no training."""
-    from hf_peer import MODEL
-    from transformers import AutoTokenizer
-
-    from ptexp.models import resolve_model_path
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(MODEL))
-    (sst_tokens, sst_steps), _, _ = task_shape("sst2", tokenizer, 20000)
-    scale = 187 / (sst_tokens + FIXED_TOKENS * sst_steps)
-    print(f"seconds per step = {scale * 1e3:.3f} ms x (padded tokens + {FIXED_TOKENS})")
-    total = 0.0
-    for name in args.tasks:
-        (g_tok, g_steps), (r_tok, r_steps), dev_tokens = task_shape(
-            name, tokenizer, args.train_rows or TASKS[name].train_rows
-        )
-        selection_tokens = g_tok / (32 * g_steps) * selection_rows(name, args)
-        epoch, evals = scale * (g_tok + FIXED_TOKENS * g_steps), scale * EVAL_COST * (dev_tokens + selection_tokens)
-        runs = {m: len(grid(m, args)) + args.seeds - 1 if m in MAIN_METHODS else args.other_seeds for m in args.methods}
-        ptexp_s = sum(
-            count * (START_S + (METHOD_COST[m] * epoch + evals) * method_epochs(m, args)) for m, count in runs.items()
-        )
-        if not (args.quick or args.max_steps):  # LONGER's second grid, each run at most TIME_SHARE x full's time
-            full_s = START_S + (epoch + evals) * method_epochs("full", args)
-            ptexp_s += sum(len(grid(m, args)) * TIME_SHARE * full_s for m in LONGER if m in args.methods)
-        peer_epoch = scale * (g_tok + r_tok + FIXED_TOKENS * (g_steps + r_steps))  # both samplers
-        peer_epochs = PEER_RECIPE["epochs"] if args.peer_epochs is None else args.peer_epochs
-        peer_s = args.peers * args.seeds * (2 * START_S + peer_epochs * peer_epoch + 2 * evals / 3)
-        total += ptexp_s + peer_s
-        print(f"  {name}: ptexp full epoch ~{epoch:.0f} s; ptexp ~{ptexp_s / 60:.0f} min, peer ~{peer_s / 60:.0f} min")
-    print(f"estimate on 2 quiet cores: ~{total / 3600:.1f} h")

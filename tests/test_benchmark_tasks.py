@@ -1,46 +1,118 @@
-"""The cross-task benchmark (benchmarks/tasks.py, hf_peer.py) on the real GLUE files in ../shared/data: the peer
-trains on exactly ptexp's rows, and (slow) one tiny invocation runs the study (python -m ptexp.study) and the peer
-end to end, writes its tables and recipes, and a second invocation finds every run done in MLflow and trains
-nothing. The protocol's own tests (the budget, the fill epochs): tests/test_study.py."""
+"""The cross-task benchmark (benchmarks/tasks.py) and its peer (hf_peer.py) on the real GLUE files in
+../shared/data: the peer's Trainer runs the recipe of ptexp's composed config (its per-task tables resolved) on
+ptexp's token ids, refuses what it cannot run in one line, and logs a run that the report reads (ptexp's metrics and
+the predictions artifact); (slow) one tiny invocation runs the study (python -m ptexp.study) and the peers end to
+end, writes its tables and recipes, and a second invocation finds every run done in MLflow and trains nothing. The
+protocol's own tests (the budget, the fill epochs): tests/test_study.py. peer_speed.py: tests/test_peer_speed.py."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
-from ptexp.data import load_dataset
-from tests.conftest import ROOT, make_config
+from ptexp.data import encode, load_dataset
+from ptexp.encoding import planned_steps
+from ptexp.models import load_tokenizer
+from ptexp.predictions import read_predictions
+from tests.conftest import ROOT, runs_in
 
 GLUE_DIR = ROOT.parent / "shared" / "data" / "glue"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 pytestmark = pytest.mark.skipif(not GLUE_DIR.exists(), reason="../shared/data/glue not present")
+RTE = ["model=tiny", "data=glue_rte", f"data.data_dir={GLUE_DIR / 'RTE'}"]
 
 
-TASKS = [
-    ("rte", "glue_rte", "RTE"),
-    ("mrpc", "glue_mrpc", "MRPC"),
-    ("stsb", "glue_stsb", "STS-B"),
-    ("cola", "glue_cola", "CoLA"),
-]
+def test_the_peers_trainer_runs_the_composed_recipe_on_ptexps_tokens(tmp_path):
+    from hf_peer import encoded_splits, peer_config, training_arguments
+
+    cfg = peer_config([*RTE, "data.max_train_samples=100", "data.selection_rows=50", "optimizer.lr=1e-4",
+                       "+optimizer.task_lr.glue_rte.full=3e-4", "+trainer.task_epochs.glue_rte.full=2.5",
+                       "optimizer.weight_decay=0.05", "optimizer.warmup_ratio=0.1", "optimizer.schedule=constant",
+                       "optimizer.betas=[0.8,0.99]", "optimizer.eps=1e-7", "trainer.batch_size=16",
+                       "trainer.grad_clip=0.5", "trainer.select_best=true", "data.max_length=40", "seed=7",
+                       f"output_root={tmp_path}"])  # fmt: skip
+    args = training_arguments(cfg, 100, tmp_path, torch.device("cpu"))
+    steps = math.ceil(7 * 2.5)  # 100 rows in batches of 16, 2.5 epochs (the task's table, over trainer.epochs)
+    assert args.max_steps == steps == planned_steps(100, cfg.trainer)
+    assert args.learning_rate == 3e-4  # optimizer.task_lr, over optimizer.lr, as ptexp's trainer resolves it
+    assert args.warmup_steps == math.ceil(0.1 * steps)  # ptexp.optim's count
+    assert (args.weight_decay, args.adam_beta1, args.adam_beta2, args.adam_epsilon) == (0.05, 0.8, 0.99, 1e-7)
+    assert args.lr_scheduler_type.value == "constant_with_warmup" and args.optim.value == "adamw_torch_fused"
+    assert (args.per_device_train_batch_size, args.per_device_eval_batch_size) == (16, cfg.trainer.eval_batch_size)
+    assert (args.max_grad_norm, args.seed, args.train_sampling_strategy) == (0.5, 7, "group_by_length")
+    assert args.load_best_model_at_end and args.metric_for_best_model == "accuracy" and args.greater_is_better
+    data, tokenizer = load_dataset(cfg.data), load_tokenizer(cfg.model)
+    encoded = encoded_splits(cfg, data, tokenizer)
+    assert {name: len(split) for name, split in encoded.items()} == {"train": 100, "eval": 277, "selection": 50}
+    assert encoded["train"].input_ids == encode(data.train, tokenizer, 40).input_ids  # ptexp's own token ids
+    assert max(len(ids) for ids in encoded["train"].input_ids) == 40  # truncated at data.max_length
+    plain = peer_config([*RTE, "trainer.group_by_length=false", "trainer.grad_clip=null", "optimizer.lr=2e-5"])
+    args = training_arguments(plain, 100, tmp_path, torch.device("cpu"))
+    assert (args.train_sampling_strategy, args.max_grad_norm, args.learning_rate) == ("random", 0.0, 2e-5)
+    assert not args.load_best_model_at_end and args.eval_strategy.value == "no"
 
 
-@pytest.mark.parametrize(("task", "preset", "folder"), TASKS)
-def test_the_peer_trains_on_ptexps_rows_without_the_selection_rows(task, preset, folder):
-    from hf_peer import load_task_rows
+@pytest.mark.parametrize(
+    ("overrides", "starts"),
+    [
+        (["method=prefix"], "error: method: prefix"),
+        (["optimizer=sgd"], "error: optimizer: sgd"),
+        (["model=minilm"], "error: model.pooling: mean"),  # minilm's preset pools by the mean
+        (["trainer.resume=true"], "error: trainer.resume"),
+        (["trainer.nope=1"], "error: trainer.nope: no such key"),
+        (["data.max_train_samples=0"], "error: data.max_train_samples"),  # ptexp's own checks
+        (["--label", "Bad label"], "error: --label"),
+    ],
+)
+def test_a_key_the_peer_cannot_run_is_one_error_line(tmp_path, overrides, starts):
+    from hf_peer import main
 
-    peer_train, peer_dev = load_task_rows(task, GLUE_DIR / folder, 200, 50)
-    cfg = make_config(f"data={preset}", f"data.data_dir={GLUE_DIR / folder}", "data.max_train_samples=200",
-                      "data.selection_rows=50")  # fmt: skip
-    data = load_dataset(cfg.data)
-    ours = list(zip(data.train.texts, data.train.text_pairs or [None] * len(data.train.texts), strict=True))
-    assert peer_train.pairs == ours and len(ours) == 200
-    assert peer_train.labels == pytest.approx([float(y) for y in data.train.labels])
-    assert peer_dev.labels == pytest.approx([float(y) for y in data.eval.labels])
-    held_out = set(zip(data.selection.texts, data.selection.text_pairs or [None] * 50, strict=True))
-    assert not held_out & set(peer_train.pairs)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main([*RTE, f"output_root={tmp_path}", *overrides])
+        except SystemExit as stop:  # ptexp's early argument checks exit themselves
+            code = stop.code
+    lines = err.getvalue().strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(starts) and "; valid: " in lines[0], lines
+    assert not any(tmp_path.iterdir())  # nothing left behind
+
+
+def test_the_peer_logs_ptexps_metrics_and_predictions(tmp_path):
+    cmd = [sys.executable, "benchmarks/hf_peer.py", "--label", "hf_trainer_grouped", *RTE,
+           "data.max_train_samples=16", "data.max_eval_samples=16", "data.selection_rows=8", "trainer.batch_size=8",
+           "trainer.max_steps=2", "trainer.select_best=true", "trainer.progress=false", f"output_root={tmp_path}",
+           "tracking.experiment=peer", "+tracking.tags.check=yes"]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("[hf_peer] hf_trainer_grouped glue_rte seed 42: eval/loss")
+    (run,) = runs_in(tmp_path / "mlflow.db", "peer")
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    assert run.info.status == "FINISHED" and tags["ptexp.method"] == "hf_trainer_grouped" and tags["check"] == "yes"
+    assert tags["ptexp.peer"] == "hf_trainer" and params["method.name"] == "full" and params["seed"] == "42"
+    assert (params["peer.max_steps"], params["peer.sampler"], params["peer.warmup_steps"]) == ("2", "group_by_length",
+                                                                                              "1")  # fmt: skip
+    assert {k for k in metrics if k.startswith("eval/")} == {"eval/loss", "eval/accuracy", "eval/macro_f1"}
+    assert metrics["train/steps"] == 2 and 0 < metrics["time/train_s"] < metrics["time/train_wall_s"]
+    parts = metrics["time/train_s"] + metrics["time/eval_s"] + metrics["time/save_s"]  # the selection evaluations
+    assert parts == pytest.approx(metrics["time/train_wall_s"]) and metrics["time/save_s"] > 0  # and the best's save
+    assert "selection/best_accuracy" in metrics and metrics["data/selection_rows"] == 8
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    predictions = read_predictions(Path(client.download_artifacts(run.info.run_id, "predictions/eval.jsonl", tmp_path)))
+    assert len(predictions.labels) == 16
+    assert predictions.metrics(["accuracy", "macro_f1"]) == pytest.approx(
+        {"accuracy": metrics["eval/accuracy"], "macro_f1": metrics["eval/macro_f1"]}
+    )
 
 
 def run_benchmark(out, *extra: str) -> subprocess.CompletedProcess:
@@ -54,8 +126,9 @@ def test_one_invocation_chooses_runs_reports_and_resumes(tmp_path):
     first = run_benchmark(tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     table = (tmp_path / "tasks-quick.md").read_text()
-    for row in ("**full, lr 0.0002, 2 steps** (chosen)", "**prefix P=20, lr 0.02, 2 steps** (chosen)",
-                "hf_trainer, lr 2e-05, 2 steps", "hf_trainer_grouped, lr 2e-05, 2 steps"):  # fmt: skip
+    peers = [f"{name} ({recipe}), lr {lr}, 2 steps" for name in ("hf_trainer", "hf_trainer_grouped")
+             for recipe, lr in (("full's recipe", "0.0002"), ("run_glue default", "2e-05"))]  # fmt: skip
+    for row in ("**full, lr 0.0002, 2 steps** (chosen)", "**prefix P=20, lr 0.02, 2 steps** (chosen)", *peers):
         assert row in table, table
     assert table.count("PASS") + table.count("MISS") == 4
     assert "tasks-quick_time_score.png" in table and (tmp_path / "tasks-quick_time_score.png").stat().st_size > 10_000
