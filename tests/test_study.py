@@ -9,14 +9,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from ptexp.signals import Interrupted, StopSignals
 from ptexp.study.__main__ import main
 from ptexp.study.choose import Scored, budget_limit, choose, epochs_within, fill_recipes
-from ptexp.study.launch import blocks, sweep_overrides
+from ptexp.study.launch import blocks, run_forwarding, sweep_overrides
 from ptexp.study.spec import Cell, Job
 from tests.conftest import ROOT, make_config, runs_in
 
@@ -141,6 +143,33 @@ def test_fill_runs_the_grid_at_the_most_whole_epochs_within_nine_tenths_of_the_b
     grid = [point(2e-2, 0.7, 12.0), point(5e-2, 0.7, 13.0)]
     assert fill_recipes(grid, 33.0) == [(("optimizer.lr", 2e-2), ("trainer.epochs", 7.0)),
                                         (("optimizer.lr", 5e-2), ("trainer.epochs", 7.0))]  # fmt: skip
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan's exit may wait for PID 1 to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def test_an_interrupt_stops_the_sweeps_whole_process_group_not_only_its_first_process(tmp_path):
+    # a sweep whose jobs run in worker processes of their own (as under hydra/launcher=joblib)
+    worker, sweep = tmp_path / "worker.pid", tmp_path / "sweep.py"
+    job = f"import os, time; open({str(worker)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    sweep.write_text(
+        f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {job!r}])\ntime.sleep(120)\n"
+    )
+    threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    started = time.monotonic()
+    with StopSignals(), pytest.raises(Interrupted):
+        run_forwarding([sys.executable, str(sweep)], dict(os.environ))
+    assert time.monotonic() - started < 60
+    pid = int(worker.read_text())
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(pid), "the sweep's worker process outlived the interrupted study"
 
 
 # ------------------------------------------------------------------------------------------ end to end (slow)

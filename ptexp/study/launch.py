@@ -3,6 +3,7 @@ runs each sweep's jobs in parallel): the jobs are cut into as few sweeps as make
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -50,15 +51,23 @@ def run_block(block: list[Job], *, base: list[str], key: str, stage_run: str | N
            f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
     env = {**os.environ, **({STAGE_RUN_ENV: stage_run} if stage_run else {})}
     print(f"[ptexp.study] $ python -m ptexp -m {' '.join(sweep_overrides(block))} ({len(block)} runs)", flush=True)
-    process = subprocess.Popen(cmd, env=env)
-    try:
-        code = process.wait()
-    except KeyboardInterrupt as err:
-        process.send_signal(getattr(err, "signum", signal.SIGINT))
-        process.wait()
-        raise
+    code = run_forwarding(cmd, env)
     if code != 0:
         raise StageFailed(f"a sweep of the study exited with status {code}: {' '.join(sweep_overrides(block))}")
+
+
+def run_forwarding(cmd: list[str], env: dict[str, str]) -> int:
+    """Run ``cmd`` as a process group of its own and wait; SIGINT/SIGTERM here (a KeyboardInterrupt, e.g. ptexp's
+    Interrupted) go to the whole group, so that a launcher's worker processes (joblib's) stop with the sweep
+    instead of training on as orphans; then wait for the sweep, so that its runs are closed, and re-raise."""
+    process = subprocess.Popen(cmd, env=env, process_group=0)
+    try:
+        return process.wait()
+    except KeyboardInterrupt as err:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, getattr(err, "signum", signal.SIGINT))
+        process.wait()
+        raise
 
 
 def run_jobs(jobs: list[Job], *, base: list[str], key: str, stage_run: str | None, root: Path, stage: str) -> None:
