@@ -14,11 +14,14 @@ import time
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf, open_dict
 
+from ptexp.experiment import use_method_epochs
 from ptexp.signals import Interrupted, StopSignals
 from ptexp.study.__main__ import main
 from ptexp.study.choose import Scored, budget_limit, choose, epochs_within, fill_recipes
 from ptexp.study.launch import blocks, run_forwarding, sweep_overrides
+from ptexp.study.recipes import recipes_text
 from ptexp.study.spec import Cell, Job
 from tests.conftest import ROOT, make_config, runs_in
 
@@ -172,6 +175,24 @@ def test_an_interrupt_stops_the_sweeps_whole_process_group_not_only_its_first_pr
     assert not alive(pid), "the sweep's worker process outlived the interrupted study"
 
 
+def test_the_chosen_recipes_become_per_task_tables_that_a_preset_applies():
+    cells = [Cell((("data", d), ("method", m)), make_config(f"method={m}")) for d in ("glue_rte", "sst2")
+             for m in ("full", "prefix")]  # fmt: skip
+    chosen = [point(lr, 0.8, 10.0, epochs) for lr, epochs in ((2e-4, 3.0), (2e-2, 6.0), (1e-4, 3.0), (5e-2, 3.0))]
+    text = recipes_text(cells, chosen, command="python -m ptexp.study experiment=x", parent="abc")
+    assert "#   glue_rte/prefix: optimizer.lr=0.02 trainer.epochs=6.0" in text
+    tables = OmegaConf.create(text)
+    cfg = make_config("data=glue_rte", "method=prefix")
+    with open_dict(cfg):
+        OmegaConf.update(cfg, "optimizer.task_lr", tables.optimizer.task_lr, merge=True)
+        OmegaConf.update(cfg, "trainer.task_epochs", tables.trainer.task_epochs, merge=True)
+    use_method_epochs(cfg)  # as the trainer applies a preset's tables
+    assert (cfg.optimizer.lr, cfg.trainer.epochs) == (2e-2, 6.0)
+    two_models = [Cell((("model", m), ("method", "full")), make_config()) for m in ("tiny", "minilm")]
+    text = recipes_text(two_models, chosen[:2], command="c", parent="p")
+    assert "no per-task tables" in text and OmegaConf.create(text).cells["minilm/full"]["optimizer.lr"] == 2e-2
+
+
 # ------------------------------------------------------------------------------------------ end to end (slow)
 E2E = [*TINY, "method=full,prefix", GRID, "study.seeds=[1,2]", "trainer.max_steps=2", "study.budget.rule=steps"]
 
@@ -233,3 +254,5 @@ def test_a_study_killed_after_its_first_run_finishes_on_a_rerun_without_redoing_
     assert "each cell's chosen recipe, every seed: 4 finished run(s)" in shown.stdout  # 2 methods x seeds 1, 2
     assert " / full: recipe=optimizer.lr=" in shown.stdout, shown.stdout[-3000:]
     assert "budget=steps <= " in shown.stdout, shown.stdout[-3000:]
+    recipes = OmegaConf.create((out / "studies" / tags["ptexp.study_key"] / "recipes.yaml").read_text())
+    assert recipes.optimizer.task_lr.embedded.full == float(tags["study.full.chosen"].split()[0].split("=")[1])

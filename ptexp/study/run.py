@@ -15,6 +15,7 @@ from ptexp.signals import StopSignals
 from ptexp.study.checks import by_task
 from ptexp.study.choose import Scored, budget_limit, choose, fill_recipes, scored
 from ptexp.study.launch import run_jobs
+from ptexp.study.recipes import write_recipes
 from ptexp.study.runs import StudyStore, json_tag, run_of
 from ptexp.study.spec import Cell, Job, grid_recipes, recipe_label
 
@@ -40,6 +41,10 @@ def run_study(study: Study) -> list[Scored]:
     try:
         with StopSignals():
             chosen = tune(study, store, parent)
+            path = Path(study.cfg.output_root) / "studies" / study.key / "recipes.yaml"
+            write_recipes(path, study.cells, chosen, command=study.command, parent=parent)
+            store.client.log_artifact(parent, str(path))
+            print(f"[ptexp.study] the chosen recipes, as a preset's per-task tables: {path}", flush=True)
             seeds = [Job(cell, pick.recipe, seed) for cell, pick in zip(study.cells, chosen, strict=True)
                      for seed in study.cfg.study.seeds]  # fmt: skip
             runs = stage(study, store, parent, "seeds", seeds)
