@@ -43,6 +43,7 @@ class Bench:
     device: Any  # torch.device
     amp: Any  # the autocast dtype, or None
     folder: Path
+    training: Any  # the method's part in the loop (ptexp.methods.Training)
 
 
 def build_method(method: str, args: argparse.Namespace, folder: Path) -> Bench:
@@ -63,8 +64,8 @@ def build_method(method: str, args: argparse.Namespace, folder: Path) -> Bench:
         cfg = compose("config", overrides=overrides)
     prepare_config(cfg)
     device, amp, _ = set_up_torch(cfg, Dist())
-    built, _, _ = build(cfg, device, None, folder)
-    return Bench(cfg, built.model, Collator(built.tokenizer.pad_token_id), device, amp, folder)
+    built, _, _, training = build(cfg, device, None, folder)
+    return Bench(cfg, built.model, Collator(built.tokenizer.pad_token_id), device, amp, folder, training)
 
 
 def random_split(rows: int, length: int, vocab: int):
@@ -85,7 +86,8 @@ def train_seconds(bench: Bench, split, batch: int, steps: int) -> float:
     from ptexp.loop import Loop, TrainJob
     from ptexp.tracking import NullTracker
 
-    job = TrainJob(bench.cfg, NullTracker(bench.folder), bench.device, bench.collate, amp=bench.amp)
+    job = TrainJob(bench.cfg, NullTracker(bench.folder), bench.device, bench.collate, amp=bench.amp,
+                   training=bench.training)  # fmt: skip
     loop = Loop(bench.model, split, EvalSets(split), job)  # a fresh optimizer and schedule
     times = []
     for step in range(steps + 1):
