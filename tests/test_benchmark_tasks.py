@@ -86,6 +86,7 @@ def test_a_key_the_peer_cannot_run_is_one_error_line(tmp_path, overrides, starts
     assert not any(tmp_path.iterdir())  # nothing left behind
 
 
+@pytest.mark.slow  # 20-27 s: a subprocess that loads transformers' Trainer (the default suite is near 10 min)
 def test_the_peer_logs_ptexps_metrics_and_predictions(tmp_path):
     cmd = [sys.executable, "benchmarks/hf_peer.py", "--label", "hf_trainer_grouped", *RTE,
            "data.max_train_samples=16", "data.max_eval_samples=16", "data.selection_rows=8", "trainer.batch_size=8",
