@@ -159,7 +159,9 @@ def alive(pid: int) -> bool:
 def test_an_interrupt_stops_the_sweeps_whole_process_group_not_only_its_first_process(tmp_path):
     # a sweep whose jobs run in worker processes of their own (as under hydra/launcher=joblib)
     worker, sweep = tmp_path / "worker.pid", tmp_path / "sweep.py"
-    job = f"import os, time; open({str(worker)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    # the worker ignores SIGTERM, as an idle pool worker may: it is killed once no job of the study is RUNNING
+    job = ("import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+           f"open({str(worker)!r}, 'w').write(str(os.getpid())); time.sleep(120)")  # fmt: skip
     sweep.write_text(
         f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {job!r}])\ntime.sleep(120)\n"
     )

@@ -66,7 +66,7 @@ def stage(study: Study, store: StudyStore, parent: str, name: str, jobs: list[Jo
     stage_run, status = store.open(name, {}, parent), "FAILED"
     try:
         run_jobs(todo, base=study.base, key=study.key, stage_run=stage_run, root=Path(study.cfg.output_root),
-                 stage=name)  # fmt: skip
+                 stage=name, busy=store.running)  # fmt: skip
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"

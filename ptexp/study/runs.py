@@ -54,6 +54,11 @@ class StudyStore:
         if self.client.get_run(run_id).info.status == "RUNNING":
             self.client.set_terminated(run_id, status)
 
+    def running(self) -> bool:
+        """Whether a job's run of this study is still RUNNING (closing after an interrupt)."""
+        query = f"tags.`{JOB_TAG}` = '{self.key}' and attributes.status = 'RUNNING'"
+        return bool(self.client.search_runs([self.experiment_id], query, max_results=1))
+
     def finished(self) -> list:
         """Every FINISHED run of this study's jobs (tag ``study_key`` = its key), oldest first."""
         runs = self.client.search_runs(
