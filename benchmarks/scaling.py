@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, markdown_table
+from common import ROOT, composed, markdown_table
 
 METHODS = ("full", "prefix", "lora")
 
@@ -48,9 +48,6 @@ class Bench:
 
 def build_method(method: str, args: argparse.Namespace, folder: Path) -> Bench:
     """``method`` on ``args.model``, built by the trainer's own code (``set_up_torch``, ``build``)."""
-    from hydra import compose, initialize_config_dir
-
-    from ptexp.config import CONF_DIR
     from ptexp.data import Collator
     from ptexp.distributed import Dist
     from ptexp.experiment import prepare_config
@@ -60,8 +57,7 @@ def build_method(method: str, args: argparse.Namespace, folder: Path) -> Bench:
     overrides += ["trainer.progress=false", f"trainer.max_steps={args.steps + 1}"]
     if method == "prefix":
         overrides.append(f"prefix_length={args.prefix_length}")
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = composed(overrides)
     prepare_config(cfg)
     device, amp, _ = set_up_torch(cfg, Dist())
     built, _, _, training = build(cfg, device, None, folder)

@@ -56,17 +56,15 @@ class StudyStore:
 
     def running(self) -> bool:
         """Whether a job's run of this study is still RUNNING (closing after an interrupt)."""
-        query = f"tags.`{JOB_TAG}` = '{self.key}' and attributes.status = 'RUNNING'"
-        return bool(self.client.search_runs([self.experiment_id], query, max_results=1))
+        return bool(self._job_runs("RUNNING", max_results=1))
 
     def finished(self) -> list:
         """Every FINISHED run of this study's jobs (tag ``study_key`` = its key), oldest first."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            f"tags.`{JOB_TAG}` = '{self.key}' and attributes.status = 'FINISHED'",
-            max_results=50000,
-        )
-        return sorted(runs, key=lambda r: r.info.start_time)
+        return sorted(self._job_runs("FINISHED", max_results=50000), key=lambda r: r.info.start_time)
+
+    def _job_runs(self, status: str, max_results: int) -> list:
+        query = f"tags.`{JOB_TAG}` = '{self.key}' and attributes.status = '{status}'"
+        return self.client.search_runs([self.experiment_id], query, max_results=max_results)
 
 
 def run_of(job: Job, runs: list) -> object | None:
