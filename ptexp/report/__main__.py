@@ -10,9 +10,9 @@ from pathlib import Path
 
 from ptexp.checks import folder_problem
 from ptexp.errors import OneLineParser
-from ptexp.report.gap_plot import plot_gap, plot_gap_by_size
+from ptexp.report.gap_plot import plot_gap, plot_gap_by_rows, plot_gap_by_size
 from ptexp.report.intervals import DRAWS, SEED, Bootstrap
-from ptexp.report.pages import Content, write_html, write_md
+from ptexp.report.pages import Content, study_lines, write_html, write_md
 from ptexp.report.plots import make_plots
 from ptexp.report.runs import ReportError, connect, history, load_predictions, select
 from ptexp.report.stats import DASH, FINISHED, LOSS, NA, check_runs, make_groups
@@ -22,7 +22,6 @@ from ptexp.report.tasks import (
     TASK_HEADERS,
     TASK_NUMERIC,
     display_task_row,
-    fmt_study,
     task_rows,
     wants_task_view,
     write_tasks_csv,
@@ -132,7 +131,7 @@ def report(args: argparse.Namespace) -> int:
     out = args.out or Path(args.output_root) / "reports" / selection.slug
     out.mkdir(parents=True, exist_ok=True)
     plots = make_plots(groups, out, warnings) + plot_gap(tasks, out, warnings)
-    plots += plot_gap_by_size(tasks, out, warnings)
+    plots += plot_gap_by_size(tasks, out, warnings) + plot_gap_by_rows(tasks, out)
     meta = [("selection", selection.description), ("experiment", args.experiment), ("tracking URI", uri)]
     if selection.parent is not None and selection.parent.data.tags.get("ptexp.overrides") is not None:
         overrides = selection.parent.data.tags["ptexp.overrides"]  # a study's is its whole command line
@@ -154,11 +153,10 @@ def report(args: argparse.Namespace) -> int:
     if tasks:
         print("\nBy task: final eval of the primary metric, gap to full fine-tuning (same task and model):\n")
         print(text_table(TASK_HEADERS, [display_task_row(r) for r in tasks], TASK_NUMERIC))
-        studied = [r for r in tasks if r.study]
-        if studied:
+        if any(r.study for r in tasks):
             print("\nThe study's choice per cell (recipe, budget, each grid recipe's selection score and train s):")
-            for r in studied:
-                print(f"  {r.group.data} / {r.group.model} / {r.method}: {fmt_study(r)}")
+            for line in study_lines(tasks):
+                print(f"  {line}")
     sys.stdout.flush()  # the warnings (stderr) after the table, also when both go to one terminal
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr, flush=True)

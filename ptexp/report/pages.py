@@ -39,7 +39,11 @@ CAPTIONS = {  # by the end of the file name; the metric plots start with the pri
     "primary metric (mean over seeds minus full's mean); error bars = the gap's 95% interval (see the task view); "
     "0 = as good as full fine-tuning.",
     "gap_to_full_by_model_size.png": "Gap to full fine-tuning against model size (total parameters of the full "
-    "fine-tuning runs, log scale), in points, one line per task and method; 0 = as good as full fine-tuning.",
+    "fine-tuning runs, log scale), in points, one line per task and method; error bars = the gap's 95% interval; "
+    "0 = as good as full fine-tuning.",
+    "gap_to_full_by_train_rows.png": "Gap to full fine-tuning against the train rows (data.max_train_samples; the "
+    "rows full fine-tuning trained on, log scale), in points, one line per task, model and method: the data-size "
+    "curve; error bars = the gap's 95% interval; 0 = as good as full fine-tuning.",
 }
 NOTE = (
     "Mean ± sample standard deviation (ddof=1) over the finished runs (seeds) of each group; "
@@ -68,7 +72,7 @@ class Content:
 
 def study_lines(tasks: list[TaskRow]) -> list[str]:
     """``task / model / method: recipe=...; budget=...; grid=...`` for each cell of a ``--study`` report."""
-    return [f"{r.group.data} / {r.group.model} / {r.method}: {fmt_study(r)}" for r in tasks if r.study]
+    return [f"{r.group.task} / {r.group.model} / {r.method}: {fmt_study(r)}" for r in tasks if r.study]
 
 
 STUDY_NOTE = (

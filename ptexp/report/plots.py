@@ -132,11 +132,11 @@ def plot_fraction(groups: list[Group], metric: str, path: Path, warnings: list[s
 
 
 def prefix_families(groups: list[Group]) -> dict[tuple[str, str, str], list[Group]]:
-    """(method, model, data) -> its groups, for methods with more than one prefix_length in the selection."""
+    """(method, model, task) -> its groups, for methods with more than one prefix_length in the selection."""
     families: dict[tuple[str, str, str], list[Group]] = {}
     for g in groups:
         if g.prefix_length is not None:
-            families.setdefault((g.method, g.model, g.data), []).append(g)
+            families.setdefault((g.method, g.model, g.task), []).append(g)
     return {k: sorted(v, key=lambda g: g.prefix_length) for k, v in families.items() if len(v) > 1}
 
 
@@ -159,7 +159,7 @@ def plot_prefix_length(groups: list[Group], families: dict, metric: str, path: P
         )
         for g in groups:  # reference: methods without a prefix on the same model and data, e.g. full fine-tuning
             reference = g.final.mean
-            if g.prefix_length is None and (g.model, g.data) == (model, data) and reference is not None:
+            if g.prefix_length is None and (g.model, g.task) == (model, data) and reference is not None:
                 ax.axhline(
                     reference,
                     linestyle="--",

@@ -74,11 +74,7 @@ def search_all(client, experiment_id: str, filter_string: str = "", order_by: li
 
 def run_data(run) -> RunData:
     tags, params = run.data.tags, run.data.params
-    raw_length = params.get("prefix_length", "None")
-    try:
-        prefix_length = None if raw_length in ("None", "", "null") else int(raw_length)
-    except ValueError:
-        prefix_length = None
+    prefix_length = optional_int(params.get("prefix_length"))
     method = tags.get("ptexp.method") or params.get("method.name") or "unknown"
     spec = METHODS.get(method)
     keys = spec.variant if spec is not None else (("prefix_length", "P"),)  # a method this ptexp does not have
@@ -97,7 +93,16 @@ def run_data(run) -> RunData:
         params=dict(params),
         primary=tags.get("ptexp.primary_metric") or DEFAULT_PRIMARY,
         select_best=params.get("trainer.select_best", "").lower() == "true",
+        train_rows=optional_int(params.get("data.max_train_samples")),
     )
+
+
+def optional_int(raw: str | None) -> int | None:
+    """A logged int param; None where it is None, missing or not an int."""
+    try:
+        return None if raw in (None, "None", "", "null") else int(raw)
+    except ValueError:
+        return None
 
 
 def load_predictions(client, run_id: str, folder: Path) -> Predictions | None:

@@ -1,5 +1,5 @@
-"""The report's statistics: finished runs grouped by (method, model, data, variant), mean ± sample std over their
-seeds, and the warnings about what a group averages. No MLflow, no matplotlib. A variant is what the method's
+"""The report's statistics: finished runs grouped by (method, model, data, train rows, variant), mean ± sample std
+over their seeds, and the warnings about what a group averages. No MLflow, no matplotlib. A variant is what the method's
 ``variant`` keys name (:class:`~ptexp.methods.base.MethodSpec`): P for prefix and prompt tuning, r for LoRA, ...
 
 Each run has a primary metric (tag ``ptexp.primary_metric``; ``accuracy`` for runs logged before it existed). A
@@ -50,10 +50,11 @@ class RunData:
     histories: dict[str, dict[int, float]] = field(default_factory=dict)  # step -> value (last logged at that step)
     predictions: Predictions | None = None  # the final eval's predictions artifact (None: not logged, or not read)
     study: dict[str, str] = field(default_factory=dict)  # report --study: its cell's recipe, budget, grid
+    train_rows: int | None = None  # data.max_train_samples: the cap on train rows (None: the whole split)
 
     @property
-    def key(self) -> tuple[str, str, str, tuple[tuple[str, str], ...]]:
-        return (self.method, self.model, self.data, self.variant)
+    def key(self) -> tuple[str, str, str, int | None, tuple[tuple[str, str], ...]]:
+        return (self.method, self.model, self.data, self.train_rows, self.variant)
 
     def best_on_eval(self) -> float | None:
         """``eval/best_<primary>``, else the best of the ``eval/<primary>`` history: optimistic either way."""
@@ -111,9 +112,11 @@ class Group:
     method: str
     model: str
     data: str
+    train_rows: int | None  # the runs' cap on train rows (None: the whole split)
     variant: tuple[tuple[str, str], ...]
     runs: list[RunData]
     label: str = ""
+    task: str = ""  # the data, and its train rows where groups of that data differ in them: ``sst2 (100 rows)``
 
     @property
     def method_label(self) -> str:
@@ -172,13 +175,27 @@ def make_groups(finished: list[RunData]) -> list[Group]:
     for run in finished:
         by_key.setdefault(run.key, []).append(run)
     groups = [Group(*key, runs=runs) for key, runs in by_key.items()]
-    groups.sort(key=lambda g: (g.model, g.data, g.method, variant_order(g.variant)))
-    # Labels name only what varies between groups, so plot legends stay short.
-    varies = {attr: len({getattr(g, attr) for g in groups}) > 1 for attr in ("model", "data")}
+    groups.sort(key=lambda g: (g.model, g.data, rows_order(g.train_rows), g.method, variant_order(g.variant)))
+    caps: dict[str, set[int | None]] = {}
     for g in groups:
-        extra = [getattr(g, attr) for attr in ("model", "data") if varies[attr]]
+        caps.setdefault(g.data, set()).add(g.train_rows)
+    for g in groups:
+        g.task = g.data if len(caps[g.data]) == 1 else f"{g.data} ({rows_label(g.train_rows)})"
+    # Labels name only what varies between groups, so plot legends stay short.
+    varies = {attr: len({getattr(g, attr) for g in groups}) > 1 for attr in ("model", "task")}
+    for g in groups:
+        extra = [getattr(g, attr) for attr in ("model", "task") if varies[attr]]
         g.label = g.method_label + (f" ({', '.join(extra)})" if extra else "")
     return groups
+
+
+def rows_order(rows: int | None) -> float:
+    """Capped train rows by size, the whole split last."""
+    return math.inf if rows is None else rows
+
+
+def rows_label(rows: int | None) -> str:
+    return "all rows" if rows is None else f"{rows:,} rows"
 
 
 def common_primary(groups: list[Group]) -> str | None:

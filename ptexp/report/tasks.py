@@ -11,7 +11,7 @@ from typing import Any
 
 from ptexp.methods.base import variant_label
 from ptexp.report.intervals import Bootstrap, Interval, SeedRun, gap_interval
-from ptexp.report.stats import DASH, NA, TOTAL, Group, scale, variant_order
+from ptexp.report.stats import DASH, NA, TOTAL, Group, rows_order, scale, variant_order
 from ptexp.report.tables import fmt_pm, num, pair
 
 FULL = "full"
@@ -31,6 +31,7 @@ TASK_HEADERS = (
 TASK_NUMERIC = {"model params", "seeds", "final eval", "full fine-tuning", "gap to full", "95% interval"}
 TASK_CSV_HEADERS = (
     "task",
+    "train_rows",
     "model",
     "model_params",
     "method",
@@ -109,14 +110,15 @@ class TaskRow:
 
 def wants_task_view(groups: list[Group]) -> bool:
     """Several tasks, or a full fine-tuning group to compare with."""
-    return len({g.data for g in groups}) > 1 or any(g.method == FULL for g in groups)
+    return len({g.task for g in groups}) > 1 or any(g.method == FULL for g in groups)
 
 
 def task_rows(groups: list[Group], bootstrap: Bootstrap | None = None) -> list[TaskRow]:
     """One row per group, full fine-tuning first on each task and model; with ``bootstrap``, each gap's interval."""
-    fulls = {(g.data, g.model): g for g in groups if g.method == FULL and not g.variant}
-    ordered = sorted(groups, key=lambda g: (g.data, g.model, g.method != FULL, g.method, variant_order(g.variant)))
-    rows = [TaskRow(g, fulls.get((g.data, g.model))) for g in ordered]
+    fulls = {(g.data, g.train_rows, g.model): g for g in groups if g.method == FULL and not g.variant}
+    ordered = sorted(groups, key=lambda g: (g.data, rows_order(g.train_rows), g.model, g.method != FULL, g.method,
+                                            variant_order(g.variant)))  # fmt: skip
+    rows = [TaskRow(g, fulls.get((g.data, g.train_rows, g.model))) for g in ordered]
     for row in rows if bootstrap is not None else []:
         row.add_interval(bootstrap)
     return rows
@@ -160,7 +162,7 @@ def fmt_study(row: TaskRow) -> str:
 def display_task_row(row: TaskRow) -> list[str]:
     g = row.group
     return [
-        g.data,
+        g.task,
         g.model,
         fmt_count(row.model_size),
         row.method,
@@ -178,6 +180,7 @@ def csv_task_row(row: TaskRow) -> list[Any]:
     g = row.group
     return [
         g.data,
+        "all" if g.train_rows is None else g.train_rows,
         g.model,
         NA if row.model_size is None else round(row.model_size),
         g.method,
