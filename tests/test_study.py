@@ -54,6 +54,19 @@ def test_plan_of_a_preset_with_per_method_grids_and_fill(tmp_path, capsys):
     assert "grid: 16 runs" in out and "fill: up to 12 runs more" in out and "seeds: 18 runs, 12 beyond" in out
 
 
+def test_one_value_of_a_preset_axis_on_the_command_line_is_part_of_the_same_study(tmp_path, capsys):
+    """``data=glue_stsb`` narrows the preset's data axis: the same key (so the same runs), fewer cells; a value the
+    preset does not sweep adds cells to the same study, as a comma-separated one does."""
+    preset = ["experiment=scale_study_tuned", f"output_root={tmp_path / 'out'}"]
+    keys, cells = [], []
+    for narrowed in ([], ["data=glue_stsb"], ["data=glue_stsb", "model=mpnet_base"], ["model=bert_base"]):
+        assert main([*preset, *narrowed, "--plan"]) == 0
+        head = capsys.readouterr().out.splitlines()[0]  # study <key>: <n> cells x grid, ...
+        keys.append(head.split(":")[0])
+        cells.append(head.split(": ")[1].split(" cells")[0])
+    assert len(set(keys)) == 1 and cells == ["12", "6", "3", "6"]
+
+
 BAD = {
     "empty_grid": (["study.grid={}"], ["study.grid: empty for method=full", "valid: config keys and values"]),
     "no_values": (["study.grid={optimizer.lr:[]}"], ["study.grid.optimizer.lr: no values"]),

@@ -26,11 +26,22 @@ def build(args: list[str]):
 
     from ptexp.study.checks import check_study
     from ptexp.study.run import Study
-    from ptexp.study.spec import compose_cells, compose_config, set_grids, split_arguments, study_key, sweep_axes
+    from ptexp.study.spec import (
+        compose_cells,
+        compose_config,
+        narrow_axes,
+        set_grids,
+        split_arguments,
+        study_key,
+        sweep_axes,
+    )
 
     try:
         plain, given, grids = split_arguments(args)
         cfg = compose_config(plain, hydra=True)
+        plain, narrowed = narrow_axes(plain, cfg)
+        if narrowed:  # the study's base config (and key) without them
+            given, cfg = {**narrowed, **given}, compose_config(plain, hydra=True)
         set_grids(cfg, grids)
         cells = compose_cells(plain, sweep_axes(cfg, given), grids)
     except (HydraException, OmegaConfBaseException) as err:

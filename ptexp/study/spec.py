@@ -124,6 +124,21 @@ def sweep_axes(cfg: DictConfig, given: dict[str, list[str]]) -> dict[str, list[s
     return axes
 
 
+def narrow_axes(plain: list[str], cfg: DictConfig) -> tuple[list[str], dict[str, list[str]]]:
+    """(the overrides but those that name one value of a sweep axis of the composed preset, those as one-value
+    axes): ``data=glue_stsb`` on ``experiment=scale_study_tuned`` runs that part of the same study (the same base
+    config and key), as ``data=sst2,glue_stsb`` would run all of it."""
+    parser, preset = OverridesParser.create(), set(OmegaConf.select(cfg, "hydra.sweeper.params") or {}) - {"seed"}
+    rest, axes = [], {}
+    for arg in plain:
+        override = parser.parse_override(arg)
+        if override.key_or_group in preset and not arg.startswith(("+", "~")):
+            axes[override.key_or_group] = [str(override.value())]
+        else:
+            rest.append(arg)
+    return rest, axes
+
+
 def compose_cells(base: list[str], axes: dict[str, list[str]], grids: dict[str, Any]) -> list[Cell]:
     """One composed config per combination of the axes' values (the jobs' own settings applied: see job_overrides)."""
     cells = []
