@@ -27,9 +27,8 @@ def ptexp_model(method: str, prefix_length: int, seed: int = 0, fast_dropout: bo
     """ptexp's model for ``method``, built exactly as the trainer builds it for a CPU run (fast dropout included,
     unless ``fast_dropout`` is false), and its optimizer."""
     import torch
-    from hydra import compose, initialize_config_dir
+    from common import composed
 
-    from ptexp.config import CONF_DIR
     from ptexp.devices import wants_fast_dropout
     from ptexp.experiment import prepare_config
     from ptexp.fast_dropout import use_fast_dropout
@@ -40,8 +39,7 @@ def ptexp_model(method: str, prefix_length: int, seed: int = 0, fast_dropout: bo
     overrides = [f"method={method}", f"seed={seed}", f"trainer.fast_dropout={str(fast_dropout).lower()}"]
     if method == "prefix":
         overrides.append(f"prefix_length={prefix_length}")
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = composed(overrides)
     prepare_config(cfg)
     backbone = load_backbone(cfg.model, cfg.seed)
     classifier = SequenceClassifier(backbone, 2, cfg.model.pooling, cfg.model.classifier_dropout)
