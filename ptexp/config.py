@@ -164,6 +164,9 @@ class TrainerConfig:
     infer_batch_size: int = 32  # the inference timing after the final evaluation: rows per batch (ptexp/inference.py)
     infer_batches: int = 5  # ...and batches timed after one warm-up batch; 0 = no timing
     eval_every: int = 0  # evaluate every N optimizer steps; 0 = at the end of each epoch only
+    # score the eval splits at every evaluation (their curve, eval/best_*); false: only at the final one, the
+    # selection split still at each (a study's jobs: the selection split decides, the final eval is the same)
+    eval_history: bool = True
     log_every: int = 10  # log the mean train loss every N steps
     grad_clip: float | None = 1.0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -215,6 +218,7 @@ class StudyConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])  # the grid runs with the first
     name: str | None = None  # the study parent run's name
+    eval_history: bool = False  # the jobs' trainer.eval_history: false = the dev split scored only at the end
 
 
 @dataclass

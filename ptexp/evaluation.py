@@ -118,6 +118,13 @@ def forward_batch(
     return logits.float(), labels
 
 
+def step_line(metrics: dict[str, float], spec: TaskSpec) -> str:
+    """``eval loss ...  | selection loss ...``: the splits scored at a step, for the log line."""
+    parts = [f"{prefix} {describe(metrics, prefix, spec)}" for prefix in ("eval", "selection")
+             if f"{prefix}/loss" in metrics]  # fmt: skip
+    return "  | ".join(parts) or "nothing to score"
+
+
 def describe(metrics: dict[str, float], prefix: str, spec: TaskSpec) -> str:
     """``loss 0.1234  accuracy 0.8000  macro-F1 0.7900``: a split's metrics for the log line."""
     names = ["loss", *spec.metrics]
@@ -136,8 +143,10 @@ class EvalSets:
 class Evaluator:
     """Runs a step's evaluations, keeps the best values, and restores the selected parameters at the end."""
 
-    def __init__(self, model: nn.Module, sets: EvalSets, spec: TaskSpec, select_best: bool, run_eval, kept=None):
+    def __init__(self, model: nn.Module, sets: EvalSets, spec: TaskSpec, run_eval, *, select_best: bool,
+                 history: bool = True, kept=None):  # fmt: skip
         self.model, self.sets, self.spec, self.select_best = model, sets, spec, select_best
+        self.history = history  # score the eval splits at every step's evaluation, not only at the final one
         self.run_eval = run_eval  # split -> SplitOutputs: :func:`predict` with the run's batch size, device...
         self.kept: dict[str, SplitOutputs] = {} if kept is None else kept  # the final evaluation's, by prefix
 
@@ -169,6 +178,8 @@ class Evaluator:
             }
             if final and self.select_best and best.selection_best_step != step:
                 put_trainable(self.model, best.best_trainable)
+        if not (final or self.history):
+            return metrics
         metrics |= self.score(self.sets.eval, "eval", final)
         for name, split in self.sets.extras.items():
             metrics |= self.score(split, f"eval_{name}", final)

@@ -25,7 +25,7 @@ from ptexp.devices import autocast, fused_optimizer, peak_memory_mb, split_batch
 from ptexp.distributed import Dist, StepTotals, wrap_for_training
 from ptexp.encoding import planned_steps
 from ptexp.errors import TrainingDiverged
-from ptexp.evaluation import EvalSets, Evaluator, SplitOutputs, TaskSpec, batch_loss, describe, predict
+from ptexp.evaluation import EvalSets, Evaluator, SplitOutputs, TaskSpec, batch_loss, predict, step_line
 from ptexp.methods import Training
 from ptexp.optim import make_optimizer, make_scheduler
 from ptexp.signals import StopSignals
@@ -128,8 +128,8 @@ class Loop:
         cfg, dist, device = job.cfg, job.dist, job.device
         self.model, self.train_set, self.job, self.t = model, train_set, job, cfg.trainer
         self.spec = job.spec or TaskSpec.of(cfg.data)
-        select_best = bool(self.t.select_best)
-        self.evaluator = Evaluator(model, evals, self.spec, select_best, self.evaluate_split, job.predictions)
+        self.evaluator = Evaluator(model, evals, self.spec, self.evaluate_split, kept=job.predictions,
+                                   select_best=bool(self.t.select_best), history=bool(self.t.eval_history))  # fmt: skip
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.batches = make_batches(train_set, self.t, self.generator)
         self.total_steps = planned_steps(len(train_set), self.t)
@@ -230,10 +230,7 @@ class Loop:
         s.eval_s += time.perf_counter() - started
         job.tracker.log_metrics(metrics, at_step)
         if job.dist.main:
-            line = f"[ptexp] step {at_step}: eval {describe(metrics, 'eval', self.spec)}"
-            if "selection/loss" in metrics:
-                line += f"  | selection {describe(metrics, 'selection', self.spec)}"
-            self.bar.write(line)
+            self.bar.write(f"[ptexp] step {at_step}: {step_line(metrics, self.spec)}")
         return metrics
 
     def evaluate_split(self, split: EncodedSplit) -> SplitOutputs:

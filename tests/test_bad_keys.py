@@ -126,6 +126,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "trainer.max_steps": (["trainer.max_steps=0"], ["trainer.max_steps", ">= 1"]),
     "trainer.batch_size": (["trainer.batch_size=0"], ["trainer.batch_size", ">= 1"]),
     "trainer.group_by_length": (["trainer.group_by_length=maybe"], ["trainer.group_by_length", "true or false"]),
+    "trainer.eval_history": (["trainer.eval_history=often"], ["trainer.eval_history", "true or false"]),
     "trainer.eval_batch_size": (["trainer.eval_batch_size=0"], ["trainer.eval_batch_size", ">= 1"]),
     "trainer.infer_batch_size": (["trainer.infer_batch_size=0"], ["trainer.infer_batch_size", ">= 1"]),
     "trainer.infer_batches": (["trainer.infer_batches=-1"], ["trainer.infer_batches", "batch count"]),
@@ -175,6 +176,7 @@ NOT_HERE = {
             "budget.fill",
             "seeds",
             "name",
+            "eval_history",
         )
     },
 }

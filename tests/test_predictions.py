@@ -22,7 +22,7 @@ def test_the_final_evaluation_keeps_each_eval_splits_outputs_and_they_give_the_m
     splits = {"eval": outputs_for(30, 0), "eval_mismatched": outputs_for(20, 1), "selection": outputs_for(10, 2)}
     names = {"e": "eval", "m": "eval_mismatched", "s": "selection"}  # stand-ins for the encoded splits
     sets = EvalSets(eval="e", extras={"mismatched": "m"}, selection="s")
-    evaluator = Evaluator(None, sets, TaskSpec(), select_best=False, run_eval=lambda split: splits[names[split]])
+    evaluator = Evaluator(None, sets, TaskSpec(), lambda split: splits[names[split]], select_best=False)
     state = LoopState()
     evaluator.at_step(1, state)
     assert evaluator.kept == {}  # an evaluation during training keeps nothing

@@ -106,10 +106,11 @@ def test_bad_input_is_one_error_line_exit_2_and_nothing_written(case, tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
-def test_a_rule_value_the_schema_refuses_exits_before_composing(tmp_path, capsys):
+@pytest.mark.parametrize("arg", ["study.budget.rule=never", "study.eval_history=often"])
+def test_a_value_the_schema_refuses_exits_before_composing(arg, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(study(tmp_path, GRID, "study.budget.rule=never"))
-    assert exit_info.value.code == 2 and "study.budget.rule" in capsys.readouterr().err
+        main(study(tmp_path, GRID, arg))
+    assert exit_info.value.code == 2 and arg.split("=")[0] in capsys.readouterr().err
 
 
 def jobs(*assignments: tuple) -> list[Job]:
@@ -252,6 +253,9 @@ def test_a_study_killed_after_its_first_run_finishes_on_a_rerun_without_redoing_
     identities = [(r.data.tags["ptexp.method"], r.data.params["optimizer.lr"], r.data.params["seed"]) for r in finished]
     assert len(identities) == len(set(identities)) == 6  # 2 methods x 2 rates (seed 1), + the chosen rate's seed 2
     assert done_before <= {r.info.run_id for r in finished}
+    assert {(r.data.params["trainer.select_best"], r.data.params["trainer.eval_history"]) for r in finished} == {
+        ("True", "False")
+    }  # the selection split picks each run's epoch; the dev split is scored once, at the end
     runs = runs_in(out / "mlflow.db")
     assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
     parents = [r for r in runs if r.data.tags.get("ptexp.study") == "parent"]

@@ -87,6 +87,28 @@ def test_select_best_restores_the_best_selection_step_before_the_final_eval(tiny
         assert key in result, key
 
 
+def test_without_eval_history_the_dev_split_is_scored_once_and_the_final_numbers_are_the_same(tiny_config, tmp_path):
+    """trainer.eval_history=false (a study's jobs): the selection split still picks the step at each epoch end, the
+    eval split is scored only at the end, and the final eval numbers equal those of the run that scored it each time."""
+    write_glue_root(tmp_path / "glue", rows=96)
+    args = ["data=glue_stsb", f"data.root={tmp_path / 'glue'}", "data.selection_rows=24", "trainer.select_best=true",
+            "method=prefix", "prefix_length=4", "trainer.epochs=4", "trainer.batch_size=8", "optimizer.lr=0.05",
+            "data.max_train_samples=null", "data.max_eval_samples=null", "data.max_length=32"]  # fmt: skip
+    results, runs = {}, {}
+    for scored in (True, False):
+        cfg = tiny_config(*args, f"trainer.eval_history={str(scored).lower()}", f"tracking.run_name=h{scored}")
+        results[scored] = run_experiment(cfg, tmp_path / f"run_{scored}")
+    store = tmp_path / "outputs" / "mlflow.db"
+    for run in runs_in(store):
+        runs[run.data.tags["mlflow.runName"]] = run.info.run_id
+    assert sorted(history(store, runs["hFalse"], "selection/pearson")) == [9, 18, 27, 36]
+    assert sorted(history(store, runs["hFalse"], "eval/pearson")) == [36]  # the final evaluation only
+    assert sorted(history(store, runs["hTrue"], "eval/pearson")) == [9, 18, 27, 36]
+    assert results[False]["selection/best_step"] == results[True]["selection/best_step"] != 36  # a restore happened
+    for key in ("eval/pearson", "eval/loss", "eval/spearman", "selection/best_pearson"):
+        assert results[False][key] == results[True][key], key
+
+
 def test_without_a_selection_split_nothing_is_selected(tiny_config, tmp_path):
     result = run_experiment(tiny_config("trainer.eval_every=1"), tmp_path / "run")
     assert not any(key.startswith("selection/") for key in result)

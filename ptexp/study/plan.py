@@ -3,7 +3,8 @@ running anything (the MLflow store is read, if it exists, for the runs already f
 
 The estimate: train rows x epochs x seconds per row and epoch of the model's full fine-tuning on 2 CPU cores, x
 the method's cost relative to full's, x PAIR_COST for sentence-pair tasks; the evaluations at each epoch's end
-(dev and selection rows, at EVAL_COST of a train row), and START_S per run. Models without a measured rate, and
+(the selection rows, and the dev rows where ``study.eval_history`` scores them at each epoch, else once; at
+EVAL_COST of a train row), and START_S per run. Models without a measured rate, and
 tasks whose train rows are not capped (``data.max_train_samples``), get no estimate.
 """
 
@@ -41,9 +42,9 @@ def job_seconds(job: Job) -> float | None:
     pair = PAIR_COST if cfg.data.text_pair_column else 1.0
     rows = steps * OmegaConf.select(cfg, "trainer.batch_size")
     epochs = rows / cfg.data.max_train_samples if cfg.data.max_train_samples else 1.0
-    evaluated = (cfg.data.max_eval_samples or DEV_ROWS.get(str(cfg.data.name), 0)) + (cfg.data.selection_rows or 0)
-    per_row = rate * pair
-    return START_S + per_row * (rows * METHOD_COST.get(job.cell.method, 1.0) + EVAL_COST * evaluated * epochs)
+    dev = cfg.data.max_eval_samples or DEV_ROWS.get(str(cfg.data.name), 0)
+    evaluated = (cfg.data.selection_rows or 0) * epochs + dev * (epochs if cfg.trainer.eval_history else 1)
+    return START_S + rate * pair * (rows * METHOD_COST.get(job.cell.method, 1.0) + EVAL_COST * evaluated)
 
 
 def finished_runs(study: Study) -> list:

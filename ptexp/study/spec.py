@@ -24,7 +24,8 @@ from ptexp.tracking import config_params
 GROUPS = frozenset(d.name for d in CONF_DIR.iterdir() if d.is_dir())
 # Params that do not change what a run computes: left out of the study's key.
 JOB_TAG = "study_key"  # each job's run carries the study's key as this tag (a tracking.tags key: no dots)
-VOLATILE = ("tracking.", "output_root", "trainer.progress", "trainer.threads", "trainer.resume", "seed")
+VOLATILE = ("tracking.", "output_root", "trainer.progress", "trainer.threads", "trainer.resume", "seed",
+            "trainer.eval_history")  # fmt: skip
 
 
 def value_text(value: Any) -> str:
@@ -148,6 +149,7 @@ def compose_cells(base: list[str], axes: dict[str, list[str]], grids: dict[str, 
         set_grids(cfg, grids)
         with open_dict(cfg):
             cfg.trainer.select_best = True
+            cfg.trainer.eval_history = bool(cfg.study.eval_history)
             clear_recipe_tables(cfg, grid_keys(cfg.study, str(cfg.method.name)))
         cells.append(Cell(assigned, cfg))
     return cells
@@ -172,11 +174,12 @@ def clear_recipe_tables(cfg: DictConfig, grid: dict[str, list[Any]]) -> None:
 
 
 def job_overrides(job: Job, study_key: str) -> list[str]:
-    """The study's own settings of each job: best epoch on the selection split, the grid's keys not replaced by a
-    recipe table, the study's tag."""
-    grid = grid_keys(job.cell.cfg.study, job.cell.method)
-    return ["trainer.select_best=true", *(f"{key}={{}}" for key in recipe_tables(grid)),
-            f"+tracking.tags.{JOB_TAG}={study_key}"]  # fmt: skip
+    """The study's own settings of each job: best epoch on the selection split, the dev split scored at each epoch
+    only with ``study.eval_history``, the grid's keys not replaced by a recipe table, the study's tag."""
+    study = job.cell.cfg.study
+    tables = [f"{key}={{}}" for key in recipe_tables(grid_keys(study, job.cell.method))]
+    history = f"trainer.eval_history={str(bool(study.eval_history)).lower()}"
+    return ["trainer.select_best=true", history, *tables, f"+tracking.tags.{JOB_TAG}={study_key}"]
 
 
 def grid_recipes(cell: Cell) -> list[Recipe]:
