@@ -229,7 +229,7 @@ def job_runs(out: Path) -> list:
 
 
 @pytest.mark.slow
-def test_a_study_killed_after_its_first_run_finishes_on_a_rerun_without_redoing_it(tmp_path):
+def test_a_study_killed_after_its_first_run_finishes_on_a_rerun_without_redoing_it(tmp_path, capsys):
     out = tmp_path / "out"
     process = start(out)
     deadline = time.monotonic() + 600
@@ -245,6 +245,11 @@ def test_a_study_killed_after_its_first_run_finishes_on_a_rerun_without_redoing_
     assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
     done_before = {r.info.run_id for r in job_runs(out) if r.info.status == "FINISHED"}
     assert 1 <= len(done_before) < 4
+    assert main([*E2E, f"output_root={out}", "--plan"]) == 0  # the re-run's plan: what is left, timed by what ran
+    plan = capsys.readouterr().out
+    assert f"grid: 4 runs ({len(done_before)} finished earlier)" in plan and "(0 finished earlier)" in plan
+    assert f"jobs to run: {6 - len(done_before)}" in plan, plan
+    assert "estimated from the wall time per step of their cells' finished runs" in plan, plan
 
     again = start(out)
     second, _ = again.communicate(timeout=900)

@@ -5,11 +5,15 @@ The estimate: train rows x epochs x seconds per row and epoch of the model's ful
 the method's cost relative to full's, x PAIR_COST for sentence-pair tasks; the evaluations at each epoch's end
 (the selection rows, and the dev rows where ``study.eval_history`` scores them at each epoch, else once; at
 EVAL_COST of a train row), and START_S per run. Models without a measured rate, and
-tasks whose train rows are not capped (``data.max_train_samples``), get no estimate.
+tasks whose train rows are not capped (``data.max_train_samples``), get no estimate. Where the study has finished
+runs of a job's cell already (a re-run), their median wall seconds per optimizer step on this machine, start-up and
+evaluations included, times the job's steps replace that estimate.
 """
 
 from __future__ import annotations
 
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -18,7 +22,7 @@ from ptexp.store import local_path, tracking_uri
 from ptexp.study.checks import steps_of
 from ptexp.study.run import Study
 from ptexp.study.runs import StudyStore, run_of
-from ptexp.study.spec import Job, grid_recipes
+from ptexp.study.spec import Cell, Job, grid_recipes
 
 # Full fine-tuning's train seconds per row and epoch on 2 CPU cores, single sentences: README, "Scale study" (300
 # SST-2 rows, 3 epochs: MiniLM-L6 13 s, MPNet-base 75 s); tiny: this command's own test runs.
@@ -47,6 +51,43 @@ def job_seconds(job: Job) -> float | None:
     return START_S + rate * pair * (rows * METHOD_COST.get(job.cell.method, 1.0) + EVAL_COST * evaluated)
 
 
+def cell_runs(cell: Cell, done: list) -> list:
+    """The finished runs of ``cell``, any recipe and seed."""
+    wanted = {k: v for k, v in Job(cell, (), 0).identity().items() if k != "seed"}
+    return [r for r in done if all(r.data.params.get(k) == v for k, v in wanted.items())]
+
+
+def measured_seconds(job: Job, runs: list) -> float | None:
+    """The job's steps x the median wall seconds per step of ``runs`` (its cell's finished runs); None without
+    such a run, or where the steps cannot be told without the data."""
+    per_step = [(r.info.end_time - r.info.start_time) / 1000 / r.data.metrics["train/steps"] for r in runs
+                if r.info.end_time and r.data.metrics.get("train/steps")]  # fmt: skip
+    steps = steps_of(job.cell.cfg, job.recipe)
+    return None if not per_step or steps is None else steps * statistics.median(per_step)
+
+
+@dataclass
+class CellPlan:
+    """A cell's jobs still to run and their estimated seconds (None: no estimate)."""
+
+    grid: list[float | None]  # a grid recipe not finished yet (first seed)
+    seeds: list[float | None]  # a further seed without a finished run (at the mean grid recipe's estimate)
+    measured: bool  # estimated from the cell's own finished runs
+
+
+def plan_cell(cell: Cell, seeds: list[int], done: list) -> CellPlan:
+    runs = cell_runs(cell, done)
+    jobs = [Job(cell, recipe, seeds[0]) for recipe in grid_recipes(cell)]
+    each = {job: measured_seconds(job, runs) or job_seconds(job) for job in jobs}
+    mean = None if None in each.values() else statistics.fmean(each.values())
+    finished_seeds = {r.data.params.get("seed") for r in runs}
+    return CellPlan(
+        grid=[each[job] for job in jobs if run_of(job, runs) is None],
+        seeds=[mean for seed in seeds[1:] if str(seed) not in finished_seeds],
+        measured=bool(runs),
+    )
+
+
 def finished_runs(study: Study) -> list:
     """The study's finished runs, when its store exists already (a local store is not created for a plan)."""
     path = local_path(tracking_uri(study.cfg))
@@ -56,31 +97,34 @@ def finished_runs(study: Study) -> list:
 
 
 def print_plan(study: Study) -> None:
-    seeds = list(study.cfg.study.seeds)
-    grid = [Job(cell, recipe, seeds[0]) for cell in study.cells for recipe in grid_recipes(cell)]
-    # the seeds stage: its recipes are chosen after the grid; estimated at each cell's mean grid recipe
-    more = [Job(cell, recipe, seed) for cell in study.cells for recipe in grid_recipes(cell) for seed in seeds[1:]]
-    per_cell = {id(cell): len(grid_recipes(cell)) for cell in study.cells}
+    seeds, budget = list(study.cfg.study.seeds), study.cfg.study.budget
     done = finished_runs(study)
-    todo_grid = [job for job in grid if run_of(job, done) is None]
-    estimates = [job_seconds(job) for job in todo_grid]
-    estimates += [(job_seconds(job) or 0.0) / per_cell[id(job.cell)] if job_seconds(job) else None for job in more]
-    fill = study.cfg.study.budget.fill and study.cfg.study.budget.rule == "time"
+    cells = {cell: plan_cell(cell, seeds, done) for cell in study.cells}
+    recipes = {cell: len(grid_recipes(cell)) for cell in study.cells}
+    grid_runs, todo_grid = sum(recipes.values()), sum(len(p.grid) for p in cells.values())
+    todo_seeds = sum(len(p.seeds) for p in cells.values())
+    fill = budget.fill and budget.rule == "time"
     print(f"study {study.key}: {len(study.cells)} cells x grid, then {len(seeds)} seeds of each chosen recipe")
     for cell in study.cells:
-        print(f"  {cell.label}: {per_cell[id(cell)]} grid recipes")
-    print(f"grid: {len(grid)} runs ({len(grid) - len(todo_grid)} finished earlier)")
+        print(f"  {cell.label}: {recipes[cell]} grid recipes")
+    print(f"grid: {grid_runs} runs ({grid_runs - todo_grid} finished earlier)")
     if fill:
-        print(f"fill: up to {sum(per_cell[id(c)] for c in study.cells if c.method != study.cfg.study.budget.reference)}"
-              " runs more (the grid at the most epochs within the budget; known after the grid)")  # fmt: skip
-    print(f"seeds: {len(study.cells) * len(seeds)} runs, {len(study.cells) * (len(seeds) - 1)} beyond the grid's")
-    print(f"jobs to run: {len(todo_grid) + len(study.cells) * (len(seeds) - 1)}" + (" (+ fill)" if fill else ""))
+        print(f"fill: up to {sum(n for c, n in recipes.items() if c.method != budget.reference)} runs more (the grid "
+              "at the most epochs within the budget; known after the grid)")  # fmt: skip
+    beyond = len(study.cells) * (len(seeds) - 1)
+    print(f"seeds: {len(study.cells) * len(seeds)} runs, {beyond} beyond the grid's ({beyond - todo_seeds} finished "
+          "earlier)")  # fmt: skip
+    print(f"jobs to run: {todo_grid + todo_seeds}" + (" (+ fill)" if fill else ""))
+    estimates = [s for p in cells.values() for s in p.grid + p.seeds]
+    mine = sum(len(p.grid) + len(p.seeds) for p in cells.values() if p.measured)
+    if mine:
+        print(f"{mine} of them estimated from the wall time per step of their cells' finished runs on this machine")
     known = [s for s in estimates if s is not None]
     if len(known) < len(estimates):
         print(f"estimated time: n/a for {len(estimates) - len(known)} runs (no rate for the model, or uncapped rows); "
               f"the others {duration(sum(known))}")  # fmt: skip
     else:
-        print(f"estimated time: {duration(sum(known))} (train time and start-up, one run at a time on 2 CPU cores)")
+        print(f"estimated time: {duration(sum(known))} (one run at a time; start-up, training and evaluations)")
 
 
 def duration(seconds: float) -> str:
