@@ -209,6 +209,12 @@ class BudgetConfig:
     fill: bool = False  # also run the grid at the most whole epochs that fit the budget (rule=time)
 
 
+# Config keys (prefixes) whose values do not change what a run computes: a study's key leaves them out, and the
+# report does not warn when the runs of one group differ in them.
+VOLATILE = ("tracking.", "output_root", "trainer.progress", "trainer.threads", "trainer.resume", "seed",
+            "trainer.eval_history")  # fmt: skip
+
+
 @dataclass
 class StudyConfig:
     """``python -m ptexp.study``: a recipe grid per (task, model, method) cell on the selection split, then seeds."""

@@ -14,6 +14,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
+from ptexp.config import VOLATILE
 from ptexp.methods.base import variant_label
 from ptexp.predictions import Predictions
 
@@ -209,9 +210,6 @@ def scale(metric: str) -> tuple[float, str]:
     return (100.0, "points") if metric in POINTS else (1.0, "raw")
 
 
-IGNORED_PARAMS = ("seed", "output_root", "trainer.progress", "tracking.")  # may differ within a group
-
-
 def check_runs(groups: list[Group]) -> list[str]:
     """Warnings: metrics a finished run lacks, seeds used twice, runs of one group whose configs differ."""
     warnings = []
@@ -230,7 +228,7 @@ def check_runs(groups: list[Group]) -> list[str]:
         repeated = sorted({s for s in seeds if seeds.count(s) > 1})
         if repeated:
             warnings.append(f"group {g.label}: seed {', '.join(repeated)} appears in more than one run")
-        keys = {k for r in g.runs for k in r.params if not k.startswith(IGNORED_PARAMS)}
+        keys = {k for r in g.runs for k in r.params if not k.startswith(VOLATILE)}
         differ = sorted(k for k in keys if len({r.params.get(k) for r in g.runs}) > 1)
         if differ:
             more = f" and {len(differ) - 5} more" if len(differ) > 5 else ""

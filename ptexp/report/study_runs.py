@@ -7,10 +7,11 @@ import json
 import time
 from typing import Any
 
+from ptexp.config import VOLATILE
 from ptexp.report.runs import ReportError, Selection, run_data, search_all
 from ptexp.report.stats import RunData, variant_order
 from ptexp.study.runs import PARENT
-from ptexp.study.spec import JOB_TAG, VOLATILE
+from ptexp.study.spec import JOB_TAG
 
 NEWEST = "newest"  # --study without a run id
 CELL_FIELDS = ("chosen", "budget", "grid", "chosen_run", "seeds")  # the study run's tags: study.<cell>.<field>

@@ -18,14 +18,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ptexp.config import CONF_DIR
+from ptexp.config import CONF_DIR, VOLATILE
 from ptexp.tracking import config_params
 
 GROUPS = frozenset(d.name for d in CONF_DIR.iterdir() if d.is_dir())
-# Params that do not change what a run computes: left out of the study's key.
 JOB_TAG = "study_key"  # each job's run carries the study's key as this tag (a tracking.tags key: no dots)
-VOLATILE = ("tracking.", "output_root", "trainer.progress", "trainer.threads", "trainer.resume", "seed",
-            "trainer.eval_history")  # fmt: skip
 
 
 def value_text(value: Any) -> str:
