@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from ptexp.store import local_path, tracking_uri
 from ptexp.study.checks import steps_of
 from ptexp.study.run import Study
-from ptexp.study.runs import StudyStore, run_of
+from ptexp.study.runs import StudyStore, matching, run_of
 from ptexp.study.spec import Cell, Job, grid_recipes
 
 # Full fine-tuning's train seconds per row and epoch on 2 CPU cores, single sentences: README, "Scale study" (300
@@ -53,17 +53,15 @@ def job_seconds(job: Job) -> float | None:
 
 def cell_runs(cell: Cell, done: list) -> list:
     """The finished runs of ``cell``, any recipe and seed."""
-    wanted = {k: v for k, v in Job(cell, (), 0).identity().items() if k != "seed"}
-    return [r for r in done if all(r.data.params.get(k) == v for k, v in wanted.items())]
+    return matching(done, {k: v for k, v in Job(cell, (), 0).identity().items() if k != "seed"})
 
 
-def measured_seconds(job: Job, runs: list) -> float | None:
-    """The job's steps x the median wall seconds per step of ``runs`` (its cell's finished runs); None without
-    such a run, or where the steps cannot be told without the data."""
+def seconds_per_step(runs: list) -> float | None:
+    """The median wall seconds per optimizer step of ``runs`` (start-up and evaluations included); None without
+    a finished run that logged its steps."""
     per_step = [(r.info.end_time - r.info.start_time) / 1000 / r.data.metrics["train/steps"] for r in runs
                 if r.info.end_time and r.data.metrics.get("train/steps")]  # fmt: skip
-    steps = steps_of(job.cell.cfg, job.recipe)
-    return None if not per_step or steps is None else steps * statistics.median(per_step)
+    return statistics.median(per_step) if per_step else None
 
 
 @dataclass
@@ -78,13 +76,15 @@ class CellPlan:
 def plan_cell(cell: Cell, seeds: list[int], done: list) -> CellPlan:
     runs = cell_runs(cell, done)
     jobs = [Job(cell, recipe, seeds[0]) for recipe in grid_recipes(cell)]
-    each = {job: measured_seconds(job, runs) or job_seconds(job) for job in jobs}
+    measured = seconds_per_step(runs)
+    steps = {job: steps_of(cell.cfg, job.recipe) for job in jobs}
+    each = {job: measured * steps[job] if measured and steps[job] else job_seconds(job) for job in jobs}
     mean = None if None in each.values() else statistics.fmean(each.values())
     finished_seeds = {r.data.params.get("seed") for r in runs}
     return CellPlan(
         grid=[each[job] for job in jobs if run_of(job, runs) is None],
         seeds=[mean for seed in seeds[1:] if str(seed) not in finished_seeds],
-        measured=bool(runs),
+        measured=measured is not None,
     )
 
 

@@ -69,9 +69,13 @@ class StudyStore:
 
 def run_of(job: Job, runs: list) -> object | None:
     """The latest of ``runs`` whose params match the job's identity (cell, recipe, seed)."""
-    wanted = job.identity()
-    found = [r for r in runs if all(r.data.params.get(k) == v for k, v in wanted.items())]
+    found = matching(runs, job.identity())
     return found[-1] if found else None
+
+
+def matching(runs: list, params: dict[str, str]) -> list:
+    """The runs whose logged params have these values."""
+    return [r for r in runs if all(r.data.params.get(k) == v for k, v in params.items())]
 
 
 def json_tag(value: object) -> str:
