@@ -119,10 +119,10 @@ def forward_batch(
 
 
 def step_line(metrics: dict[str, float], spec: TaskSpec) -> str:
-    """``eval loss ...  | selection loss ...``: the splits scored at a step, for the log line."""
+    """``eval loss ...  | selection loss ...``: the splits scored at a step, for the log line ("" for none)."""
     parts = [f"{prefix} {describe(metrics, prefix, spec)}" for prefix in ("eval", "selection")
              if f"{prefix}/loss" in metrics]  # fmt: skip
-    return "  | ".join(parts) or "nothing to score"
+    return "  | ".join(parts)
 
 
 def describe(metrics: dict[str, float], prefix: str, spec: TaskSpec) -> str:

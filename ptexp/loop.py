@@ -229,8 +229,9 @@ class Loop:
         metrics = self.evaluator.at_step(at_step, s, final)
         s.eval_s += time.perf_counter() - started
         job.tracker.log_metrics(metrics, at_step)
-        if job.dist.main:
-            self.bar.write(f"[ptexp] step {at_step}: {step_line(metrics, self.spec)}")
+        line = step_line(metrics, self.spec)
+        if job.dist.main and line:  # no line where no split was scored (eval_history off, no selection split)
+            self.bar.write(f"[ptexp] step {at_step}: {line}")
         return metrics
 
     def evaluate_split(self, split: EncodedSplit) -> SplitOutputs:

@@ -21,8 +21,8 @@ from ptexp.signals import Interrupted, StopSignals
 from ptexp.study.__main__ import main
 from ptexp.study.choose import Scored, budget_limit, choose, epochs_within, fill_recipes
 from ptexp.study.launch import blocks, run_forwarding, sweep_overrides
-from ptexp.study.recipes import recipes_text
-from ptexp.study.spec import Cell, Job
+from ptexp.study.recipes import entries_of, recipes_text, write_recipes
+from ptexp.study.spec import Cell, Job, compose_cells, compose_config, job_overrides
 from tests.conftest import ROOT, make_config, runs_in
 
 TINY = ["model=tiny", "trainer.progress=false", "data.max_train_samples=48", "data.selection_rows=24",
@@ -137,6 +137,21 @@ def test_the_jobs_are_cut_into_product_sweeps():
     ]
 
 
+def test_a_jobs_command_line_composes_the_config_its_cell_planned_with():
+    """job_overrides (what each sweep gets) and compose_cells (what the plan and checks read) apply one list of
+    settings: a preset's recipe tables cleared for the grid's keys, best epoch on, the dev curve off."""
+    base = ["experiment=glue_compare", "data=glue_rte", "optimizer.task_lr.glue_rte.prefix=0.123"]
+    (cell,) = compose_cells(base, {"method": ["prefix"]}, {})
+    job = Job(cell, (("optimizer.lr", 2e-2),), 1)
+    given = [o for o in job_overrides(job, "skey") if not o.startswith("+tracking")]
+    composed = compose_config([*base, "method=prefix", *given])
+    assert OmegaConf.to_yaml(composed) == OmegaConf.to_yaml(cell.cfg)
+    assert not cell.cfg.optimizer.task_lr and not cell.cfg.trainer.task_epochs  # the grid has lr and epochs
+    assert (cell.cfg.trainer.select_best, cell.cfg.trainer.eval_history) == (True, False)
+    use_method_epochs(composed)  # as the job's trainer applies a preset's tables: none is left to apply
+    assert composed.optimizer.lr != 0.123
+
+
 def point(lr: float, selection: float, train_s: float, epochs: float = 3.0) -> Scored:
     return Scored((("optimizer.lr", lr), ("trainer.epochs", epochs)), selection, train_s, 10 * epochs, "run")
 
@@ -195,7 +210,7 @@ def test_the_chosen_recipes_become_per_task_tables_that_a_preset_applies():
     cells = [Cell((("data", d), ("method", m)), make_config(f"method={m}")) for d in ("glue_rte", "sst2")
              for m in ("full", "prefix")]  # fmt: skip
     chosen = [point(lr, 0.8, 10.0, epochs) for lr, epochs in ((2e-4, 3.0), (2e-2, 6.0), (1e-4, 3.0), (5e-2, 3.0))]
-    text = recipes_text(cells, chosen, command="python -m ptexp.study experiment=x", parent="abc")
+    text = recipes_text(entries_of(cells, chosen), command="python -m ptexp.study experiment=x", parent="abc")
     assert "#   glue_rte/prefix: optimizer.lr=0.02 trainer.epochs=6.0" in text
     tables = OmegaConf.create(text)
     cfg = make_config("data=glue_rte", "method=prefix")
@@ -205,8 +220,26 @@ def test_the_chosen_recipes_become_per_task_tables_that_a_preset_applies():
     use_method_epochs(cfg)  # as the trainer applies a preset's tables
     assert (cfg.optimizer.lr, cfg.trainer.epochs) == (2e-2, 6.0)
     two_models = [Cell((("model", m), ("method", "full")), make_config()) for m in ("tiny", "minilm")]
-    text = recipes_text(two_models, chosen[:2], command="c", parent="p")
-    assert "no per-task tables" in text and OmegaConf.create(text).cells["minilm/full"]["optimizer.lr"] == 2e-2
+    text = recipes_text(entries_of(two_models, chosen[:2]), command="c", parent="p")
+    assert "no per-task tables" in text and OmegaConf.create(text).cells["minilm/full"].recipe["optimizer.lr"] == 2e-2
+
+
+def test_a_narrowed_study_merges_its_recipes_into_the_earlier_ones(tmp_path):
+    """Two invocations that each run one task of a study (data=glue_rte, then data=sst2) leave one file with both
+    tasks' tables; a re-chosen cell takes the latest recipe; two models of one task and method drop the tables."""
+    path = tmp_path / "recipes.yaml"
+    cells = [Cell((("data", d), ("method", "full")), make_config()) for d in ("glue_rte", "sst2")]
+    write_recipes(path, cells[:1], [point(2e-4, 0.8, 10.0, 3.0)], command="c1", parent="p1")
+    write_recipes(path, cells[1:], [point(1e-4, 0.7, 10.0, 3.0)], command="c2", parent="p2")
+    tables = OmegaConf.load(path)
+    assert dict(tables.optimizer.task_lr) == {"glue_rte": {"full": 2e-4}, "sst2": {"full": 1e-4}}
+    assert "#   c2" in path.read_text() and "#   c1" not in path.read_text()
+    write_recipes(path, cells[:1], [point(5e-4, 0.9, 10.0, 3.0)], command="c3", parent="p3")
+    assert OmegaConf.load(path).optimizer.task_lr.glue_rte.full == 5e-4
+    other = Cell((("model", "tiny"), ("data", "glue_rte"), ("method", "full")), make_config())
+    write_recipes(path, [other], [point(1e-3, 0.9, 10.0, 3.0)], command="c4", parent="p4")
+    merged = OmegaConf.load(path)
+    assert "optimizer" not in merged and set(merged.cells) == {"glue_rte/full", "sst2/full", "tiny/glue_rte/full"}
 
 
 # ------------------------------------------------------------------------------------------ end to end (slow)

@@ -41,7 +41,8 @@ class Cell:
     """One (task, model, method, ...) combination of the sweep axes, with its composed config."""
 
     axes: tuple[tuple[str, str], ...]  # (key, value) per sweep axis, e.g. (("data", "sst2"), ("method", "full"))
-    cfg: DictConfig
+    cfg: DictConfig  # composed with ``settings``, as each of its jobs is
+    settings: tuple[str, ...] = ()  # the study's own overrides of its jobs (job_settings)
 
     @property
     def label(self) -> str:
@@ -138,17 +139,16 @@ def narrow_axes(plain: list[str], cfg: DictConfig) -> tuple[list[str], dict[str,
 
 
 def compose_cells(base: list[str], axes: dict[str, list[str]], grids: dict[str, Any]) -> list[Cell]:
-    """One composed config per combination of the axes' values (the jobs' own settings applied: see job_overrides)."""
+    """One config per combination of the axes' values, composed with the jobs' own settings (job_settings)."""
     cells = []
     for values in itertools.product(*axes.values()):
-        assigned = tuple(zip(axes, values, strict=True))
-        cfg = compose_config([*base, *(f"{k}={v}" for k, v in assigned)])
+        given = [*base, *(f"{k}={v}" for k, v in zip(axes, values, strict=True))]
+        cfg = compose_config(given)
         set_grids(cfg, grids)
-        with open_dict(cfg):
-            cfg.trainer.select_best = True
-            cfg.trainer.eval_history = bool(cfg.study.eval_history)
-            clear_recipe_tables(cfg, grid_keys(cfg.study, str(cfg.method.name)))
-        cells.append(Cell(assigned, cfg))
+        settings = job_settings(cfg)
+        cfg = compose_config([*given, *settings])
+        set_grids(cfg, grids)
+        cells.append(Cell(tuple(zip(axes, values, strict=True)), cfg, tuple(settings)))
     return cells
 
 
@@ -165,18 +165,19 @@ def recipe_tables(grid: dict[str, list[Any]]) -> list[str]:
     return tables + (["trainer.method_epochs", "trainer.task_epochs"] if "trainer.epochs" in grid else [])
 
 
-def clear_recipe_tables(cfg: DictConfig, grid: dict[str, list[Any]]) -> None:
-    for key in recipe_tables(grid):
-        OmegaConf.update(cfg, key, {}, merge=False)
+def job_settings(cfg: DictConfig) -> list[str]:
+    """The study's own overrides of each job of the cell composed as ``cfg``: best epoch on the selection split, the
+    dev split scored at each epoch only with ``study.eval_history``, and every entry of a recipe table that would
+    replace a grid key's value deleted (``key={}`` on the command line would merge, not clear)."""
+    history = f"trainer.eval_history={value_text(bool(cfg.study.eval_history))}"
+    tables = recipe_tables(grid_keys(cfg.study, str(cfg.method.name)))
+    cleared = [f"~{table}.{entry}" for table in tables for entry in OmegaConf.select(cfg, table) or {}]
+    return ["trainer.select_best=true", history, *cleared]
 
 
 def job_overrides(job: Job, study_key: str) -> list[str]:
-    """The study's own settings of each job: best epoch on the selection split, the dev split scored at each epoch
-    only with ``study.eval_history``, the grid's keys not replaced by a recipe table, the study's tag."""
-    study = job.cell.cfg.study
-    tables = [f"{key}={{}}" for key in recipe_tables(grid_keys(study, job.cell.method))]
-    history = f"trainer.eval_history={str(bool(study.eval_history)).lower()}"
-    return ["trainer.select_best=true", history, *tables, f"+tracking.tags.{JOB_TAG}={study_key}"]
+    """The cell's job settings and the study's tag."""
+    return [*job.cell.settings, f"+tracking.tags.{JOB_TAG}={study_key}"]
 
 
 def grid_recipes(cell: Cell) -> list[Recipe]:
