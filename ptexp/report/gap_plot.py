@@ -60,6 +60,7 @@ def task_label(row: TaskRow, with_model: bool) -> str:
 SIZE_PLOT = "gap_to_full_by_model_size.png"
 ROWS_PLOT = "gap_to_full_by_train_rows.png"
 Series = dict[tuple[str, ...], list[tuple[float, TaskRow]]]  # line -> [(x, its task row), ...] by x
+DODGE = 0.012  # decades between neighbouring lines' points at one x
 
 
 def gap_series(rows: list[TaskRow], line_of, x_of) -> Series:
@@ -102,12 +103,15 @@ def size_warnings(rows: list[TaskRow]) -> list[str]:
 
 def draw_lines(series: Series, labels: dict[tuple[str, ...], str]):
     """A line per series (colour per method: the key's last item; marker and style per the rest), each point's
-    95 % interval as an error bar, a 0 line; log x. Returns (plt, fig, ax)."""
+    95 % interval as an error bar, a 0 line; log x, each line shifted by DODGE of a decade from the next, so that
+    the intervals at one x do not hide each other (the ticks stay at the true x). Returns (plt, fig, ax)."""
     plt, fig, ax = new_figure()
     methods = list(dict.fromkeys(key[-1] for key in series))
     others = list(dict.fromkeys(key[:-1] for key in series))
-    for key, points in series.items():
+    for n, (key, points) in enumerate(series.items()):
         t, color = others.index(key[:-1]), f"C{methods.index(key[-1]) % 10}"
+        shift = 10 ** ((n - (len(series) - 1) / 2) * DODGE)
+        points = [(x * shift, r) for x, r in points]
         xs, gaps = [x for x, _ in points], [r.gap for _, r in points]
         ax.plot(xs, gaps, color=color, marker="osD^vP*X"[t % 8], linestyle=["-", "--", "-.", ":"][t % 4],
                 markersize=7, linewidth=1.8, label=labels[key])  # fmt: skip
