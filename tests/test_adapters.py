@@ -46,7 +46,7 @@ def assert_predictions_give_the_logged_metrics(tmp_path, run) -> list[str]:
             ["method=prefix", "prefix_length=4", "prefix.projection=true", "prefix.projection_hidden=16"],
             {"prefix_encoder.prefix", "classifier.head.weight", "classifier.head.bias"},
         ),
-        (["method=lora"], None),
+        pytest.param(["method=lora"], None, marks=pytest.mark.slow),
         pytest.param(["method=full"], None, marks=pytest.mark.slow),
     ],
 )

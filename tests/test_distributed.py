@@ -45,7 +45,8 @@ def single_threaded():
     torch.set_num_threads(threads)  # trainer.threads=1 in-process would slow the tests after this one
 
 
-@pytest.mark.parametrize("method", ["full", pytest.param("prefix", marks=pytest.mark.slow)])
+@pytest.mark.slow  # kept out of the default suite for time; `make test-slow` runs it
+@pytest.mark.parametrize("method", ["full", "prefix"])
 def test_torchrun_on_two_processes_trains_what_one_process_does(tmp_path, method, single_threaded):
     # measured on CPU: train losses within 1.3e-7 relative, eval losses equal, adapters within 2.3e-8
     check_ddp_equals_single(tmp_path, [*ARGS, f"method={method}", "trainer.device=cpu"], "gloo", rel=1e-5, atol=1e-6)

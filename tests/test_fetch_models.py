@@ -75,6 +75,7 @@ def test_missing_mpnet_names_the_fetch_command(tmp_path, monkeypatch):
         resolve_model_path(MPNET.hub_id)
 
 
+@pytest.mark.slow  # for time (suite under 10 min); the in-process test above checks the message
 def test_cli_missing_mpnet_is_one_error_line(tmp_path):
     result = run_cli(
         "model=mpnet_base", "method=prefix", f"output_root={tmp_path / 'out'}",

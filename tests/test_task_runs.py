@@ -125,6 +125,7 @@ def test_data_root_reads_the_tasks_folder(tiny_config, tmp_path, task):
     assert run.data.tags["ptexp.train_origin"] == str((tmp_path / "glue" / folder / "train.tsv").resolve())
 
 
+@pytest.mark.slow  # kept out of the default suite for time; `make test-slow` runs it
 def test_glue_compare_sweeps_tasks_and_methods_with_their_primary_metrics(tmp_path):
     write_glue_root(tmp_path / "glue")
     out = tmp_path / "outputs"

@@ -68,7 +68,7 @@ def test_fractional_epochs_and_the_methods_own_epochs(tiny_config, tmp_path, cap
         assert len(client.get_metric_history(run.info.run_id, "train/loss")) == evaluations[-1]
 
 
-@pytest.mark.parametrize("method", ["full", "prefix"])
+@pytest.mark.parametrize("method", ["full", pytest.param("prefix", marks=pytest.mark.slow)])  # prefix: time
 def test_same_seed_gives_the_same_metrics_and_another_seed_does_not(tiny_config, tmp_path, method):
     def losses(seed: int, name: str) -> list[float]:
         cfg = tiny_config(f"method={method}", f"seed={seed}", "tracking.enabled=false", "trainer.log_every=1")
