@@ -142,13 +142,14 @@ def compose_cells(base: list[str], axes: dict[str, list[str]], grids: dict[str, 
     """One config per combination of the axes' values, composed with the jobs' own settings (job_settings)."""
     cells = []
     for values in itertools.product(*axes.values()):
-        given = [*base, *(f"{k}={v}" for k, v in zip(axes, values, strict=True))]
+        assigned = tuple(zip(axes, values, strict=True))
+        given = [*base, *(f"{k}={v}" for k, v in assigned)]
         cfg = compose_config(given)
         set_grids(cfg, grids)
-        settings = job_settings(cfg)
+        settings = job_settings(cfg)  # they depend on the composed method, grid and tables: then compose with them
         cfg = compose_config([*given, *settings])
         set_grids(cfg, grids)
-        cells.append(Cell(tuple(zip(axes, values, strict=True)), cfg, tuple(settings)))
+        cells.append(Cell(assigned, cfg, tuple(settings)))
     return cells
 
 
